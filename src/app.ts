@@ -1,0 +1,35 @@
+// The one place the HTTP concerns are composed. Tests build their own instance from a config and
+// an open database; main.ts builds the production one the same way.
+import { Elysia } from "elysia";
+import type { Config } from "./config.ts";
+import { EventAppender } from "./log/append.ts";
+import type { EventLogDatabase } from "./log/database.ts";
+import { EventQueries } from "./log/query.ts";
+import { errorHandling } from "./http/errors.ts";
+import { eventsApi } from "./http/events.ts";
+import { webhook } from "./http/webhook.ts";
+import { silentLogger, type Logger } from "./logger.ts";
+
+export interface AppOptions {
+  logger?: Logger;
+}
+
+export function createApp(config: Config, database: EventLogDatabase, { logger = silentLogger }: AppOptions = {}) {
+  const appender = new EventAppender(database);
+  const queries = new EventQueries(database.db);
+  return new Elysia({
+    name: "icr-receiver",
+    serve: {
+      // Bun refuses larger declared bodies by itself; the webhook route enforces the exact limit
+      // (and the JSON error body) for anything Bun lets through, chunked bodies included.
+      maxRequestBodySize: config.bodyLimit + 1,
+      // A second receiver on the same port must fail, not silently share the traffic.
+      reusePort: false,
+    },
+  })
+    .use(errorHandling({ onUnexpected: (error) => logger("error", "unexpected error", { error: String(error) }) }))
+    .use(webhook({ path: config.webhookPath, secrets: config.secrets, bodyLimit: config.bodyLimit, appender }))
+    .use(eventsApi({ queries, queryToken: config.queryToken }));
+}
+
+export type App = ReturnType<typeof createApp>;

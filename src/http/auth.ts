@@ -1,0 +1,29 @@
+import { createHash, timingSafeEqual } from "node:crypto";
+import { Elysia } from "elysia";
+import { HttpError } from "./errors.ts";
+
+const digest = (value: string) => createHash("sha256").update(value, "utf8").digest();
+
+/**
+ * Whether an Authorization header carries `Bearer <token>`. Both sides are hashed first so the
+ * comparison takes the same time whatever the length of what was sent.
+ */
+export function bearerMatches(authorization: string | null, token: string): boolean {
+  const match = /^Bearer (.+)$/.exec(authorization ?? "");
+  const given = digest(match?.[1] ?? "");
+  return timingSafeEqual(given, digest(token)) && match !== null;
+}
+
+/**
+ * Requires the query token on every route of the plugin that uses this one. Checked on transform,
+ * before parameter validation, so an anonymous caller learns nothing, not even which parameters exist.
+ * Only the header counts: a token in the query string would end up in proxy and shell logs.
+ */
+export const bearerAuth = (token: string) =>
+  new Elysia({ name: "bearer-auth" }).onTransform({ as: "scoped" }, ({ request }) => {
+    if (!bearerMatches(request.headers.get("authorization"), token)) {
+      throw new HttpError(401, "unauthorized", "a valid bearer token is required", {
+        "www-authenticate": 'Bearer realm="icr-receiver"',
+      });
+    }
+  });

@@ -1,0 +1,54 @@
+import { Database } from "bun:sqlite";
+import { drizzle, type BunSQLiteDatabase } from "drizzle-orm/bun-sqlite";
+import { mkdirSync } from "node:fs";
+import { dirname } from "node:path";
+import { migrate } from "./migrations.ts";
+import * as schema from "./schema.ts";
+
+export type Drizzle = BunSQLiteDatabase<typeof schema>;
+
+export interface EventLogDatabase {
+  sqlite: Database;
+  db: Drizzle;
+}
+
+export interface OpenOptions {
+  /** How long a write waits for a lock held by another process before it fails (ms). */
+  busyTimeoutMs?: number;
+}
+
+/**
+ * Opens (creating if needed) the log for writing: WAL so readers such as `sqlite3 -readonly`
+ * never block the receiver, synchronous=FULL so a commit has reached the disk when it returns
+ * (the promise behind every 2xx), then applies pending migrations.
+ */
+export function openEventLog(path: string, { busyTimeoutMs = 5000 }: OpenOptions = {}): EventLogDatabase {
+  mkdirSync(dirname(path), { recursive: true });
+  const sqlite = new Database(path, { create: true, strict: true });
+  try {
+    sqlite.run(`PRAGMA busy_timeout = ${Math.trunc(busyTimeoutMs)}`);
+    sqlite.run("PRAGMA journal_mode = WAL");
+    sqlite.run("PRAGMA synchronous = FULL");
+    migrate(sqlite);
+  } catch (error) {
+    sqlite.close();
+    throw error;
+  }
+  return { sqlite, db: drizzle({ client: sqlite, schema }) };
+}
+
+/** Opens the log read-only, as the CLI does while the server writes. */
+export function openEventLogReadOnly(path: string): EventLogDatabase {
+  const sqlite = new Database(path, { readonly: true, strict: true });
+  sqlite.run("PRAGMA busy_timeout = 5000");
+  return { sqlite, db: drizzle({ client: sqlite, schema }) };
+}
+
+/** Folds the WAL back into the main file and closes, so a stopped receiver leaves one tidy file. */
+export function closeEventLog({ sqlite }: EventLogDatabase): void {
+  try {
+    sqlite.run("PRAGMA wal_checkpoint(TRUNCATE)");
+  } finally {
+    sqlite.close();
+  }
+}

@@ -1,0 +1,116 @@
+// The read side of the log: filtered, keyset-paginated listing and one event with its deliveries.
+import { and, asc, desc, eq, gt, gte, lt, sql, type SQL } from "drizzle-orm";
+import type { Drizzle } from "./database.ts";
+import { deliveries, events, type EventRow } from "./schema.ts";
+
+export interface EventFilter {
+  event?: string;
+  installation?: string;
+  organization?: string;
+  /** ISO-8601 UTC with milliseconds, inclusive. */
+  since?: string;
+  /** ISO-8601 UTC with milliseconds, exclusive. */
+  until?: string;
+  order: "asc" | "desc";
+  limit: number;
+  /** Id of the last event of the previous page. */
+  after?: number;
+}
+
+export interface EventView {
+  id: number;
+  receivedAt: string;
+  event: string;
+  installationId: string | null;
+  organizationId: string | null;
+  appId: string | null;
+  transaction: { id: string | null; status: string | null; type: string | null; amount: number | null } | null;
+  payload: unknown;
+  secretLabel: string;
+  envelopeMismatch: boolean;
+  deliveryCount: number;
+}
+
+export interface DeliveryView {
+  id: number;
+  receivedAt: string;
+  remoteAddress: string | null;
+  headers: Record<string, string>;
+  rawBody: string;
+  secretLabel: string;
+  envelopeMismatch: boolean;
+  duplicate: boolean;
+}
+
+const eventColumns = {
+  id: events.id,
+  receivedAt: events.receivedAt,
+  event: events.event,
+  installationId: events.installationId,
+  organizationId: events.organizationId,
+  appId: events.appId,
+  transactionId: events.transactionId,
+  transactionStatus: events.transactionStatus,
+  transactionType: events.transactionType,
+  transactionAmount: events.transactionAmount,
+  payload: events.payload,
+  secretLabel: events.secretLabel,
+  envelopeMismatch: events.envelopeMismatch,
+  deliveryCount: sql<number>`(SELECT count(*) FROM ${deliveries} WHERE ${deliveries.eventId} = ${events.id})`,
+};
+
+type EventRecord = Omit<EventRow, "payloadSha256"> & { deliveryCount: number };
+
+function toView(row: EventRecord): EventView {
+  const { transactionId, transactionStatus, transactionType, transactionAmount, payload, ...rest } = row;
+  const hasTransaction = [transactionId, transactionStatus, transactionType, transactionAmount].some((v) => v !== null);
+  return {
+    ...rest,
+    transaction: hasTransaction
+      ? { id: transactionId, status: transactionStatus, type: transactionType, amount: transactionAmount }
+      : null,
+    payload: JSON.parse(payload),
+  };
+}
+
+export class EventQueries {
+  constructor(private readonly db: Drizzle) {}
+
+  /** One page of events and the cursor of the next page (null on the last one). */
+  list(filter: EventFilter): { events: EventView[]; next: string | null } {
+    const conditions: (SQL | undefined)[] = [
+      filter.event === undefined ? undefined : eq(events.event, filter.event),
+      filter.installation === undefined ? undefined : eq(events.installationId, filter.installation),
+      filter.organization === undefined ? undefined : eq(events.organizationId, filter.organization),
+      filter.since === undefined ? undefined : gte(events.receivedAt, filter.since),
+      filter.until === undefined ? undefined : lt(events.receivedAt, filter.until),
+      filter.after === undefined ? undefined : filter.order === "desc" ? lt(events.id, filter.after) : gt(events.id, filter.after),
+    ];
+    const rows = this.db
+      .select(eventColumns)
+      .from(events)
+      .where(and(...conditions))
+      .orderBy(filter.order === "desc" ? desc(events.id) : asc(events.id))
+      .limit(filter.limit + 1)
+      .all();
+    const page = rows.slice(0, filter.limit);
+    const next = rows.length > filter.limit ? String(page[page.length - 1]!.id) : null;
+    return { events: page.map(toView), next };
+  }
+
+  /** One event with every accepted delivery of it, oldest first; null if there is no such event. */
+  get(id: number): (EventView & { deliveries: DeliveryView[] }) | null {
+    const row = this.db.select(eventColumns).from(events).where(eq(events.id, id)).get();
+    if (row === undefined) return null;
+    const rows = this.db
+      .select()
+      .from(deliveries)
+      .where(eq(deliveries.eventId, id))
+      .orderBy(asc(deliveries.id))
+      .all();
+    return {
+      ...toView(row),
+      deliveries: rows.map(({ eventId: _, headers, ...delivery }) => ({ ...delivery, headers: JSON.parse(headers) })),
+    };
+  }
+}

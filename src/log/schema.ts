@@ -1,0 +1,58 @@
+// The event log, as an operator sees it in `sqlite3`: snake_case names, JSON kept as TEXT so
+// json_extract works, timestamps as ISO-8601 UTC text (lexical order is time order).
+// Both tables are append-only: the triggers that enforce it live in a custom migration in drizzle/.
+import { index, integer, real, sqliteTable, text, uniqueIndex } from "drizzle-orm/sqlite-core";
+
+/** One row per distinct signed payload: what ICR told us happened. */
+export const events = sqliteTable(
+  "events",
+  {
+    id: integer("id").primaryKey(),
+    receivedAt: text("received_at").notNull(),
+    event: text("event").notNull(),
+    installationId: text("installation_id"),
+    organizationId: text("organization_id"),
+    appId: text("app_id"),
+    transactionId: text("transaction_id"),
+    transactionStatus: text("transaction_status"),
+    transactionType: text("transaction_type"),
+    transactionAmount: real("transaction_amount"),
+    /** The decoded signedData, byte for byte: the only part of a delivery that is signed. */
+    payload: text("payload").notNull(),
+    /** Hex SHA-256 of the decoded payload bytes: a repeat of the same payload is the same event. */
+    payloadSha256: text("payload_sha256").notNull(),
+    secretLabel: text("secret_label").notNull(),
+    envelopeMismatch: integer("envelope_mismatch", { mode: "boolean" }).notNull(),
+  },
+  (table) => [
+    uniqueIndex("events_payload_sha256").on(table.payloadSha256),
+    index("events_organization_event").on(table.organizationId, table.event),
+    index("events_installation").on(table.installationId),
+    index("events_event").on(table.event),
+    index("events_received_at").on(table.receivedAt),
+  ],
+);
+
+/** One row per accepted HTTP delivery, first or repeat, exactly as it arrived. */
+export const deliveries = sqliteTable(
+  "deliveries",
+  {
+    id: integer("id").primaryKey(),
+    eventId: integer("event_id")
+      .notNull()
+      .references(() => events.id),
+    receivedAt: text("received_at").notNull(),
+    remoteAddress: text("remote_address"),
+    /** Request headers as a JSON object (lower-case names). */
+    headers: text("headers").notNull(),
+    rawBody: text("raw_body").notNull(),
+    secretLabel: text("secret_label").notNull(),
+    envelopeMismatch: integer("envelope_mismatch", { mode: "boolean" }).notNull(),
+    /** True when the event already existed: this delivery was a repeat. */
+    duplicate: integer("duplicate", { mode: "boolean" }).notNull(),
+  },
+  (table) => [index("deliveries_event_id").on(table.eventId)],
+);
+
+export type EventRow = typeof events.$inferSelect;
+export type DeliveryRow = typeof deliveries.$inferSelect;
