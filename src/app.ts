@@ -7,6 +7,7 @@ import type { EventLogDatabase } from "./log/database.ts";
 import { EventQueries } from "./log/query.ts";
 import { errorHandling } from "./http/errors.ts";
 import { eventsApi } from "./http/events.ts";
+import { health } from "./http/health.ts";
 import { webhook } from "./http/webhook.ts";
 import { silentLogger, type Logger } from "./logger.ts";
 
@@ -28,6 +29,7 @@ export function createApp(config: Config, database: EventLogDatabase, { logger =
     },
   })
     .use(errorHandling({ onUnexpected: (error) => logger("error", "unexpected error", { error: String(error) }) }))
+    .use(health({ sqlite: database.sqlite, busyTimeoutMs: database.busyTimeoutMs }))
     .use(webhook({ path: config.webhookPath, secrets: config.secrets, bodyLimit: config.bodyLimit, appender }))
     .use(eventsApi({ queries, queryToken: config.queryToken }));
 }

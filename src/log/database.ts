@@ -10,6 +10,7 @@ export type Drizzle = BunSQLiteDatabase<typeof schema>;
 export interface EventLogDatabase {
   sqlite: Database;
   db: Drizzle;
+  busyTimeoutMs: number;
 }
 
 export interface OpenOptions {
@@ -34,14 +35,14 @@ export function openEventLog(path: string, { busyTimeoutMs = 5000 }: OpenOptions
     sqlite.close();
     throw error;
   }
-  return { sqlite, db: drizzle({ client: sqlite, schema }) };
+  return { sqlite, db: drizzle({ client: sqlite, schema }), busyTimeoutMs };
 }
 
 /** Opens the log read-only, as the CLI does while the server writes. */
 export function openEventLogReadOnly(path: string): EventLogDatabase {
   const sqlite = new Database(path, { readonly: true, strict: true });
   sqlite.run("PRAGMA busy_timeout = 5000");
-  return { sqlite, db: drizzle({ client: sqlite, schema }) };
+  return { sqlite, db: drizzle({ client: sqlite, schema }), busyTimeoutMs: 5000 };
 }
 
 /** Folds the WAL back into the main file and closes, so a stopped receiver leaves one tidy file. */
