@@ -56,7 +56,8 @@ const eventColumns = {
   payload: events.payload,
   secretLabel: events.secretLabel,
   envelopeMismatch: events.envelopeMismatch,
-  deliveryCount: sql<number>`(SELECT count(*) FROM ${deliveries} WHERE ${deliveries.eventId} = ${events.id})`,
+  // Written out: inside a select list Drizzle would leave both ids unqualified.
+  deliveryCount: sql<number>`(SELECT count(*) FROM "deliveries" WHERE "deliveries"."event_id" = "events"."id")`,
 };
 
 type EventRecord = Omit<EventRow, "payloadSha256"> & { deliveryCount: number };
