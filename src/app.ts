@@ -21,9 +21,10 @@ export function createApp(config: Config, database: EventLogDatabase, { logger =
   return new Elysia({
     name: "icr-receiver",
     serve: {
-      // Bun refuses larger declared bodies by itself; the webhook route enforces the exact limit
-      // (and the JSON error body) for anything Bun lets through, chunked bodies included.
-      maxRequestBodySize: config.bodyLimit + 1,
+      // Bun's own 413 has no JSON body, so its cap is lifted: the webhook route refuses anything
+      // over the limit itself, reading at most the limit (declared or chunked), and no other
+      // route reads a body at all.
+      maxRequestBodySize: 2 ** 40,
       // A second receiver on the same port must fail, not silently share the traffic.
       reusePort: false,
     },

@@ -1,0 +1,146 @@
+import { describe, expect, test } from "bun:test";
+import {
+  decodeBase64,
+  decodeSignedData,
+  envelopeMismatch,
+  eventFacts,
+  jsonEqual,
+  parseEnvelope,
+} from "../src/verify/delivery.ts";
+
+const bytes = (text: string) => new TextEncoder().encode(text);
+
+describe("parseEnvelope", () => {
+  test("a JSON object with a string signedData", () => {
+    const parsed = parseEnvelope(bytes('{"event":"x","signedData":"e30="}'));
+    expect(parsed.ok && parsed.envelope.signedData).toBe("e30=");
+    expect(parsed.ok && parsed.text).toBe('{"event":"x","signedData":"e30="}');
+  });
+
+  test.each([
+    ["not json", "invalid_body"],
+    ["", "invalid_body"],
+    ["[1,2]", "invalid_body"],
+    ["null", "invalid_body"],
+    ['"signedData"', "invalid_body"],
+    ['{"signedData":1}', "missing_signed_data"],
+    ['{"event":"x"}', "missing_signed_data"],
+    ['{"signedData":null}', "missing_signed_data"],
+  ])("%p is refused as %p", (body, reason) => {
+    const parsed = parseEnvelope(bytes(body));
+    expect(parsed.ok).toBe(false);
+    expect(!parsed.ok && parsed.reason).toBe(reason);
+  });
+
+  test("invalid UTF-8 is refused, not replaced", () => {
+    const parsed = parseEnvelope(new Uint8Array([0x7b, 0x22, 0xff, 0x22, 0x3a, 0x31, 0x7d]));
+    expect(!parsed.ok && parsed.reason).toBe("invalid_body");
+  });
+
+  test("deep nesting is parsed or refused, never a crash, and compared without recursion", () => {
+    const deep = "[".repeat(200_000) + "]".repeat(200_000);
+    const parsed = parseEnvelope(bytes(`{"signedData":"", "x": ${deep}}`));
+    expect(parsed.ok).toBe(true);
+    if (parsed.ok) expect(envelopeMismatch(parsed.envelope, { x: JSON.parse(deep) })).toBe(false);
+  });
+});
+
+describe("decodeBase64", () => {
+  const text = "{\"a\":\"??>>~~\"}";
+  const standard = Buffer.from(text).toString("base64");
+  const urlSafe = Buffer.from(text).toString("base64url");
+
+  test("standard, URL-safe, padded or not", () => {
+    expect(standard).toMatch(/[+/]/);
+    for (const encoded of [standard, urlSafe, standard.replace(/=+$/, ""), urlSafe + "=".repeat((4 - (urlSafe.length % 4)) % 4)]) {
+      expect(Buffer.from(decodeBase64(encoded)!).toString()).toBe(text);
+    }
+  });
+
+  test.each(["%%%not-base64%%%", "a", "a===", "ab=c", "ab+_", "e30=e30=", "e3 0="])("refuses %p", (encoded) => {
+    expect(decodeBase64(encoded)).toBeNull();
+  });
+});
+
+describe("decodeSignedData", () => {
+  const encode = (text: string) => Buffer.from(text).toString("base64");
+
+  test("the payload text is kept byte for byte", () => {
+    const text = '{ "event" : "installed", "x": 1.50 }';
+    const decoded = decodeSignedData(encode(text));
+    expect(decoded.ok && decoded.payload.text).toBe(text);
+    expect(decoded.ok && decoded.payload.value.event).toBe("installed");
+  });
+
+  test.each([
+    ["not base64", "%%%"],
+    ["not JSON", encode("this is not json")],
+    ["not an object", encode("[1]")],
+    ["no event", encode('{"installation":{"id":"1"}}')],
+    ["event not a string", encode('{"event":7}')],
+    ["not UTF-8", Buffer.from([0x7b, 0xff, 0x7d]).toString("base64")],
+  ])("%s is invalid_signed_data", (_, signedData) => {
+    const decoded = decodeSignedData(signedData);
+    expect(!decoded.ok && decoded.reason).toBe("invalid_signed_data");
+  });
+});
+
+describe("jsonEqual and envelopeMismatch", () => {
+  test("key order is ignored, values are not", () => {
+    expect(jsonEqual({ a: 1, b: [1, { c: null }] }, { b: [1, { c: null }], a: 1 })).toBe(true);
+    expect(jsonEqual({ a: 1 }, { a: "1" })).toBe(false);
+    expect(jsonEqual([1, 2], [2, 1])).toBe(false);
+    expect(jsonEqual({ a: undefined }, { b: undefined })).toBe(false);
+    expect(jsonEqual([], {})).toBe(false);
+    expect(jsonEqual(null, {})).toBe(false);
+  });
+
+  const payload = { event: "installed", installation: { id: "1", organization: { id: "o" } } };
+
+  test("no mismatch when every envelope field equals the signed one", () => {
+    const envelope = { signedData: "…", installation: { organization: { id: "o" }, id: "1" }, event: "installed" };
+    expect(envelopeMismatch(envelope, payload)).toBe(false);
+    expect(envelopeMismatch({ signedData: "…" }, payload)).toBe(false);
+  });
+
+  test("a differing or unsigned field is a mismatch", () => {
+    expect(envelopeMismatch({ signedData: "…", event: "uninstalled" }, payload)).toBe(true);
+    expect(envelopeMismatch({ signedData: "…", state: "" }, payload)).toBe(true);
+    expect(envelopeMismatch({ signedData: "…", installation: { id: "2" } }, payload)).toBe(true);
+  });
+});
+
+describe("eventFacts", () => {
+  test("reads ids and the transaction from the signed payload", () => {
+    expect(
+      eventFacts({
+        event: "warehouseTransaction",
+        installation: { id: "123", appId: "1", organization: { id: "org1" } },
+        transaction: { id: "tx", status: "processed", type: "retire", amount: 2.5 },
+      }),
+    ).toEqual({
+      event: "warehouseTransaction",
+      installationId: "123",
+      organizationId: "org1",
+      appId: "1",
+      transactionId: "tx",
+      transactionStatus: "processed",
+      transactionType: "retire",
+      transactionAmount: 2.5,
+    });
+  });
+
+  test("missing or oddly typed fields become null", () => {
+    expect(eventFacts({ event: "x", installation: "nope", transaction: { amount: "3" } })).toEqual({
+      event: "x",
+      installationId: null,
+      organizationId: null,
+      appId: null,
+      transactionId: null,
+      transactionStatus: null,
+      transactionType: null,
+      transactionAmount: null,
+    });
+    expect(eventFacts({ event: "x", installation: { id: 42 } }).installationId).toBe("42");
+  });
+});

@@ -1,0 +1,83 @@
+// Test servers: a real listening receiver on a loopback port, on its own temporary database.
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createApp } from "../../src/app.ts";
+import type { Config } from "../../src/config.ts";
+import { closeEventLog, openEventLog, type EventLogDatabase, type OpenOptions } from "../../src/log/database.ts";
+import { sign } from "../../src/verify/signature.ts";
+import { FIXTURE_SECRET } from "./fixtures.ts";
+
+export const QUERY_TOKEN = "test-query-token-0123456789";
+
+export function tempDir(prefix = "icr-test-"): string {
+  return mkdtempSync(join(tmpdir(), prefix));
+}
+
+export function testConfig(dataDir: string, overrides: Partial<Config> = {}): Config {
+  return {
+    host: "127.0.0.1",
+    port: 0,
+    webhookPath: "/webhook",
+    dataDir,
+    databasePath: join(dataDir, "icr-receiver.db"),
+    secrets: [{ label: "default", secret: FIXTURE_SECRET }],
+    queryToken: QUERY_TOKEN,
+    bodyLimit: 1024 * 1024,
+    ...overrides,
+  };
+}
+
+export interface TestServer {
+  url: string;
+  config: Config;
+  database: EventLogDatabase;
+  post(body: string | Uint8Array, headers?: Record<string, string>): Promise<Response>;
+  query(path: string, token?: string | null): Promise<Response>;
+  stop(): Promise<void>;
+}
+
+export async function startServer(
+  overrides: Partial<Config> = {},
+  openOptions: OpenOptions = {},
+): Promise<TestServer> {
+  const dataDir = tempDir();
+  const config = testConfig(dataDir, overrides);
+  const database = openEventLog(config.databasePath, openOptions);
+  const app = createApp(config, database);
+  app.listen({ hostname: "127.0.0.1", port: 0 });
+  const url = `http://127.0.0.1:${app.server!.port}`;
+  return {
+    url,
+    config,
+    database,
+    post: (body, headers = {}) =>
+      fetch(url + config.webhookPath, { method: "POST", headers: { "content-type": "application/json", ...headers }, body }),
+    query: (path, token = QUERY_TOKEN) =>
+      fetch(url + path, { headers: token === null ? {} : { authorization: `Bearer ${token}` } }),
+    async stop() {
+      await app.stop();
+      closeEventLog(database);
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+let counter = 0;
+
+/** A distinct, validly signed delivery (payload, body and header), as ICR would send it. */
+export function signedDelivery(
+  payload: Record<string, unknown> = {},
+  { secret = FIXTURE_SECRET, envelope }: { secret?: string; envelope?: Record<string, unknown> } = {},
+) {
+  const full = {
+    event: "warehouseTransaction",
+    installation: { id: "inst-1", organization: { id: "org-1", name: "Org 1" }, appId: "app-1" },
+    transaction: { id: `tx-${++counter}-${Date.now()}`, status: "processed", type: "retire", amount: 3 },
+    ...payload,
+  };
+  const payloadText = JSON.stringify(full);
+  const signedData = Buffer.from(payloadText).toString("base64");
+  const body = JSON.stringify({ ...(envelope ?? full), signedData });
+  return { payload: full, payloadText, signedData, body, headers: { "x-icr-signature-256": sign(secret, signedData) } };
+}
