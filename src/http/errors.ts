@@ -20,16 +20,11 @@ export function errorResponse(status: number, reason: string, message: string, h
   });
 }
 
-/** The query parameter a validation error is about, from TypeBox's JSON pointer. */
-function parameterOf(error: ValidationError): string {
-  const pointer = error.valueError?.path ?? "";
-  const name = pointer.split("/")[1];
-  if (name) return name;
-  // additionalProperties failures point at the object; the offending key is in the value.
-  const schemaKeys = Object.keys((error.validator as { schema?: { properties?: object } })?.schema?.properties ?? {});
-  const value = error.value;
-  const extra = value && typeof value === "object" ? Object.keys(value).find((k) => !schemaKeys.includes(k)) : undefined;
-  return extra ?? "parameter";
+/** The schema's own error text when it has one, else the JSON pointer of what failed. */
+function describeInvalid(error: ValidationError): string {
+  if (typeof error.customError === "string") return error.customError;
+  const parameter = error.valueError?.path.split("/")[1];
+  return parameter ? `invalid parameter: ${parameter}` : "invalid parameter";
 }
 
 export interface ErrorHandlingOptions {
@@ -42,8 +37,7 @@ export const errorHandling = ({ onUnexpected }: ErrorHandlingOptions) =>
     if (error instanceof HttpError) return errorResponse(error.status, error.reason, error.message, error.headers);
     if (code === "NOT_FOUND") return errorResponse(404, "not_found", "no such path");
     if (code === "VALIDATION" && error instanceof ValidationError) {
-      const parameter = parameterOf(error);
-      return errorResponse(400, "invalid_parameter", `invalid or unknown parameter: ${parameter}`);
+      return errorResponse(400, "invalid_parameter", describeInvalid(error));
     }
     if (code === "PARSE") return errorResponse(400, "invalid_body", "body could not be parsed");
     onUnexpected(error);

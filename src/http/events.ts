@@ -6,27 +6,38 @@ import { HttpError } from "./errors.ts";
 
 const ISO_TIME = "^\\d{4}-\\d{2}-\\d{2}(T\\d{2}:\\d{2}(:\\d{2}(\\.\\d{1,9})?)?(Z|[+-]\\d{2}:\\d{2}))?$";
 const CURSOR = "^[1-9][0-9]{0,15}$";
-const name = (description: string) => t.Optional(t.String({ minLength: 1, maxLength: 256, description }));
+// Each schema carries its own error text: Elysia's validation errors do not always say which
+// parameter failed (a coerced number's error has an empty path).
+const name = (parameter: string) =>
+  t.Optional(t.String({ minLength: 1, maxLength: 256, error: `${parameter} must be 1 to 256 characters` }));
+const isoTime = (parameter: string) =>
+  t.Optional(t.String({ pattern: ISO_TIME, error: `${parameter} must be an ISO-8601 time` }));
 
-export const EventsQuery = t.Object(
-  {
-    event: name("event name, as signed"),
-    installation: name("installation id"),
-    organization: name("organization id"),
-    since: t.Optional(t.String({ pattern: ISO_TIME, description: "receive time, inclusive" })),
-    until: t.Optional(t.String({ pattern: ISO_TIME, description: "receive time, exclusive" })),
-    limit: t.Optional(t.Integer({ minimum: 1, maximum: 1000, default: 50 })),
-    order: t.Optional(t.UnionEnum(["asc", "desc"], { default: "desc" })),
-    after: t.Optional(t.String({ pattern: CURSOR, description: "the `next` cursor of the previous page" })),
-  },
-  { additionalProperties: false },
-);
+export const EventsQuery = t.Object({
+  event: name("event"),
+  installation: name("installation"),
+  organization: name("organization"),
+  since: isoTime("since"),
+  until: isoTime("until"),
+  limit: t.Optional(t.Integer({ minimum: 1, maximum: 1000, default: 50, error: "limit must be an integer from 1 to 1000" })),
+  order: t.Optional(t.UnionEnum(["asc", "desc"], { default: "desc", error: "order must be asc or desc" })),
+  after: t.Optional(t.String({ pattern: CURSOR, error: "after must be the next cursor of a previous page" })),
+});
+
+// Elysia drops unknown query parameters instead of refusing them; a typo must not silently widen a query.
+function refuseUnknownParameters(request: Request): void {
+  for (const key of new URL(request.url).searchParams.keys()) {
+    if (!Object.hasOwn(EventsQuery.properties, key)) {
+      throw new HttpError(400, "invalid_parameter", `unknown parameter: ${key}`);
+    }
+  }
+}
 
 /** ISO-8601 in, the log's own format (UTC, milliseconds) out, so string comparison is time order. */
 function logTime(value: string | undefined, parameter: string): string | undefined {
   if (value === undefined) return undefined;
   const time = new Date(value);
-  if (Number.isNaN(time.getTime())) throw new HttpError(400, "invalid_parameter", `invalid or unknown parameter: ${parameter}`);
+  if (Number.isNaN(time.getTime())) throw new HttpError(400, "invalid_parameter", `${parameter} is not a valid time`);
   return time.toISOString();
 }
 
@@ -35,8 +46,9 @@ export const eventsApi = ({ queries, queryToken }: { queries: EventQueries; quer
     .use(bearerAuth(queryToken))
     .get(
       "/events",
-      ({ query }) =>
-        queries.list({
+      ({ query, request }) => {
+        refuseUnknownParameters(request);
+        return queries.list({
           event: query.event,
           installation: query.installation,
           organization: query.organization,
@@ -45,7 +57,8 @@ export const eventsApi = ({ queries, queryToken }: { queries: EventQueries; quer
           limit: query.limit ?? 50,
           order: query.order ?? "desc",
           after: query.after === undefined ? undefined : Number(query.after),
-        }),
+        });
+      },
       { query: EventsQuery },
     )
     .get(
@@ -55,5 +68,5 @@ export const eventsApi = ({ queries, queryToken }: { queries: EventQueries; quer
         if (event === null) throw new HttpError(404, "not_found", `no event ${params.id}`);
         return event;
       },
-      { params: t.Object({ id: t.Integer({ minimum: 1 }) }) },
+      { params: t.Object({ id: t.Integer({ minimum: 1, error: "id must be a positive integer" }) }) },
     );
