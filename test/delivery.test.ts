@@ -29,7 +29,7 @@ describe("parseEnvelope", () => {
   ])("%p is refused as %p", (body, reason) => {
     const parsed = parseEnvelope(bytes(body));
     expect(parsed.ok).toBe(false);
-    expect(!parsed.ok && parsed.reason).toBe(reason);
+    expect(!parsed.ok && (parsed.reason as string)).toBe(reason);
   });
 
   test("invalid UTF-8 is refused, not replaced", () => {
