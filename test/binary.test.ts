@@ -1,0 +1,62 @@
+// The shipped artefact: `bun run build` makes one executable that runs alone from an empty directory.
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import { copyFileSync, existsSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { fixture } from "./support/fixtures.ts";
+import { REPO, spawnReceiver } from "./support/process.ts";
+import { tempDir } from "./support/server.ts";
+
+const built = join(REPO, "dist", "icr-receiver");
+let dir: string;
+let binary: string;
+
+beforeAll(() => {
+  const build = Bun.spawnSync(["bun", "run", "build"], { cwd: REPO, stdout: "pipe", stderr: "pipe" });
+  if (build.exitCode !== 0) throw new Error(`build failed: ${build.stderr.toString()}`);
+  dir = tempDir("icr-binary-");
+  binary = join(dir, "icr-receiver");
+  copyFileSync(built, binary);
+}, 120_000);
+
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+test("--help and --version", () => {
+  const help = Bun.spawnSync([binary, "--help"], { cwd: dir });
+  expect(help.exitCode).toBe(0);
+  expect(help.stdout.toString()).toContain("Usage: icr-receiver");
+  const version = Bun.spawnSync([binary, "--version"], { cwd: dir });
+  expect(version.exitCode).toBe(0);
+  expect(version.stdout.toString().trim()).toBe((require(join(REPO, "package.json")) as { version: string }).version);
+});
+
+test(
+  "copied alone into an empty directory: first start, a delivery, a query, SIGTERM",
+  async () => {
+    expect(readdirSync(dir)).toEqual(["icr-receiver"]);
+    // Built without .env autoload: a stray .env beside it must not change its port.
+    writeFileSync(join(dir, ".env"), "ICR_RECEIVER_PORT=1\n");
+    const f = fixture("warehouse-transaction");
+    // The first start generates its own secret; then the fixture's secret is given, as an operator would.
+    const first = await spawnReceiver([binary], { cwd: dir });
+    expect(existsSync(join(dir, "data", "webhook-secret"))).toBe(true);
+    expect(await first.stop()).toBe(0);
+
+    const receiver = await spawnReceiver([binary], { cwd: dir, env: { ICR_RECEIVER_SECRET: f.secret } });
+    const response = await fetch(`${receiver.url}/webhook`, { method: "POST", headers: f.headers, body: f.body });
+    expect(response.status).toBe(202);
+    const { id } = await response.json();
+    const token = (await Bun.file(join(dir, "data", "query-token")).text()).trim();
+    const event = await (await fetch(`${receiver.url}/events/${id}`, { headers: { authorization: `Bearer ${token}` } })).json();
+    expect(event.event).toBe("warehouseTransaction");
+    expect(event.deliveries[0].rawBody).toBe(f.body);
+    expect(await receiver.stop("SIGTERM")).toBe(0);
+
+    const rows = Bun.spawnSync(["sqlite3", "-readonly", join(dir, "data", "icr-receiver.db"), "SELECT id, event FROM events"]);
+    expect(rows.stdout.toString().trim()).toBe(`${id}|warehouseTransaction`);
+    const lines = receiver.lines.join("\n");
+    expect(lines).toContain('"msg":"stopped"');
+    expect(lines).not.toContain(f.secret);
+    expect(lines).not.toContain(token);
+  },
+  60_000,
+);

@@ -1,0 +1,106 @@
+// The log as a database: migrations, durability settings, append-only enforcement, and
+// inspection with Debian's real sqlite3 CLI while a server writes.
+import { afterEach, describe, expect, test } from "bun:test";
+import { Database } from "bun:sqlite";
+import { readdirSync } from "node:fs";
+import { join } from "node:path";
+import journal from "../drizzle/meta/_journal.json";
+import { closeEventLog, openEventLog } from "../src/log/database.ts";
+import { bundledMigrations, migrate, migrationSql } from "../src/log/migrations.ts";
+import { signedDelivery, startServer, tempDir, type TestServer } from "./support/server.ts";
+
+let server: TestServer | undefined;
+afterEach(async () => {
+  await server?.stop();
+  server = undefined;
+});
+
+/** Runs Debian's sqlite3 read-only against `path`, as an operator would. */
+function sqlite3(path: string, sql: string, ...flags: string[]): string {
+  const result = Bun.spawnSync(["sqlite3", "-readonly", ...flags, path, sql]);
+  if (result.exitCode !== 0) throw new Error(`sqlite3 failed: ${result.stderr.toString()}`);
+  return result.stdout.toString().trim();
+}
+
+describe("migrations", () => {
+  test("every journal entry is bundled, every .sql file is in the journal, timestamps strictly increase", () => {
+    const files = readdirSync(join(import.meta.dir, "..", "drizzle")).filter((f) => f.endsWith(".sql"));
+    expect(files.map((f) => f.replace(/\.sql$/, "")).sort()).toEqual(journal.entries.map((e) => e.tag).sort());
+    expect(Object.keys(migrationSql).sort()).toEqual(journal.entries.map((e) => e.tag).sort());
+    const whens = journal.entries.map((e) => e.when);
+    whens.forEach((when, i) => i > 0 && expect(when).toBeGreaterThan(whens[i - 1]!));
+  });
+
+  test("applied once; a second start applies nothing", () => {
+    const path = join(tempDir(), "log.db");
+    const sqlite = new Database(path);
+    expect(migrate(sqlite)).toEqual(journal.entries.map((e) => e.tag));
+    expect(migrate(sqlite)).toEqual([]);
+    const applied = sqlite.query<{ hash: string }, []>("SELECT hash FROM __drizzle_migrations ORDER BY id").all();
+    expect(applied.map((a) => a.hash)).toEqual(bundledMigrations().map((m) => m.hash));
+    sqlite.close();
+  });
+});
+
+describe("durability settings", () => {
+  test("WAL journal and synchronous=FULL on the connection that writes", () => {
+    const log = openEventLog(join(tempDir(), "log.db"));
+    expect(log.sqlite.query<{ journal_mode: string }, []>("PRAGMA journal_mode").get()!.journal_mode).toBe("wal");
+    expect(log.sqlite.query<{ synchronous: number }, []>("PRAGMA synchronous").get()!.synchronous).toBe(2);
+    closeEventLog(log);
+  });
+});
+
+describe("append-only, enforced by the database", () => {
+  test("UPDATE and DELETE abort on both tables, from the receiver's connection and from sqlite3", async () => {
+    server = await startServer();
+    const d = signedDelivery();
+    expect((await server.post(d.body, d.headers)).status).toBe(202);
+    const { sqlite } = server.database;
+    for (const sql of [
+      "UPDATE events SET event = 'forged'",
+      "DELETE FROM events",
+      "UPDATE deliveries SET raw_body = '{}'",
+      "DELETE FROM deliveries",
+    ]) {
+      expect(() => sqlite.run(sql)).toThrow("append-only");
+      const cli = Bun.spawnSync(["sqlite3", server.config.databasePath, sql]);
+      expect(cli.exitCode).not.toBe(0);
+      expect(cli.stderr.toString()).toContain("append-only");
+    }
+    expect(sqlite.query<{ n: number }, []>("SELECT count(*) AS n FROM events WHERE event = 'warehouseTransaction'").get()!.n).toBe(1);
+  });
+});
+
+describe("inspection with sqlite3 -readonly while the server writes", () => {
+  test("the README's recipes work on Debian's sqlite3", async () => {
+    server = await startServer();
+    const version = Bun.spawnSync(["sqlite3", "--version"]).stdout.toString();
+    expect(version).toMatch(/^3\.\d+/);
+    for (const [event, org] of [["installed", "org-a"], ["warehouseTransaction", "org-a"], ["warehouseTransaction", "org-b"]] as const) {
+      const d = signedDelivery({ event, installation: { id: "i", organization: { id: org } } });
+      expect((await server.post(d.body, d.headers)).status).toBe(202);
+    }
+    const path = server.config.databasePath;
+    // A reader holding a read transaction does not block the writer (WAL).
+    const reader = Bun.spawn(["sqlite3", "-readonly", path], { stdin: "pipe", stdout: "pipe" });
+    reader.stdin.write("BEGIN; SELECT count(*) FROM events;\n");
+    reader.stdin.flush();
+    await Bun.sleep(100);
+    const during = signedDelivery({ event: "suspended" });
+    expect((await server.post(during.body, during.headers)).status).toBe(202);
+    reader.stdin.write("COMMIT;\n.quit\n");
+    reader.stdin.end();
+    expect((await new Response(reader.stdout).text()).trim()).toBe("3");
+
+    expect(sqlite3(path, "SELECT id, received_at, event, organization_id FROM events ORDER BY id DESC LIMIT 10").split("\n")).toHaveLength(4);
+    expect(sqlite3(path, "SELECT event, count(*) FROM events GROUP BY event ORDER BY event")).toBe(
+      "installed|1\nsuspended|1\nwarehouseTransaction|2",
+    );
+    expect(
+      sqlite3(path, "SELECT json_extract(payload, '$.installation.organization.id') AS org, sum(json_extract(payload, '$.transaction.amount')) FROM events WHERE event = 'warehouseTransaction' GROUP BY org"),
+    ).toBe("org-a|3\norg-b|3");
+    expect(sqlite3(path, "SELECT json_extract(headers, '$.\"x-icr-signature-256\"') LIKE 'sha256=%' FROM deliveries LIMIT 1")).toBe("1");
+    expect(sqlite3(path, "SELECT json_valid(raw_body) AND json_valid(payload) FROM deliveries JOIN events ON events.id = event_id LIMIT 1")).toBe("1");
+  });
+});
