@@ -2,8 +2,8 @@
 // an open database; main.ts builds the production one the same way.
 import { Elysia } from "elysia";
 import type { Config } from "./config.ts";
-import { EventAppender } from "./log/append.ts";
 import type { EventLogDatabase } from "./log/database.ts";
+import { GroupCommit } from "./log/group-commit.ts";
 import { EventQueries } from "./log/query.ts";
 import { errorHandling } from "./http/errors.ts";
 import { eventsApi } from "./http/events.ts";
@@ -11,12 +11,21 @@ import { health } from "./http/health.ts";
 import { webhook } from "./http/webhook.ts";
 import { silentLogger, type Logger } from "./logger.ts";
 
+// Resolved here, beside main.ts: in the compiled binary every module is bundled into one file at
+// the root of src/, and the writer is embedded as its own entry point at log/writer-worker.
+const WRITER_WORKER_URL = new URL("./log/writer-worker.ts", import.meta.url).href;
+
 export interface AppOptions {
   logger?: Logger;
 }
 
-export function createApp(config: Config, database: EventLogDatabase, { logger = silentLogger }: AppOptions = {}) {
-  const appender = new EventAppender(database);
+/** The receiver over an open log; it starts the log's writer thread, which `stopApp` ends. */
+export async function createApp(config: Config, database: EventLogDatabase, { logger = silentLogger }: AppOptions = {}) {
+  const writer = await GroupCommit.start({
+    workerUrl: WRITER_WORKER_URL,
+    path: database.path,
+    busyTimeoutMs: database.busyTimeoutMs,
+  });
   const queries = new EventQueries(database.db);
   return new Elysia({
     name: "icr-receiver",
@@ -31,8 +40,15 @@ export function createApp(config: Config, database: EventLogDatabase, { logger =
   })
     .use(errorHandling({ onUnexpected: (error) => logger("error", "unexpected error", { error: String(error) }) }))
     .use(health({ sqlite: database.sqlite, busyTimeoutMs: database.busyTimeoutMs }))
-    .use(webhook({ path: config.webhookPath, secrets: config.secrets, bodyLimit: config.bodyLimit, appender }))
+    .decorate("logWriter", writer)
+    .use(webhook({ path: config.webhookPath, secrets: config.secrets, bodyLimit: config.bodyLimit, writer }))
     .use(eventsApi({ queries, queryToken: config.queryToken }));
 }
 
-export type App = ReturnType<typeof createApp>;
+export type App = Awaited<ReturnType<typeof createApp>>;
+
+/** Stops accepting, answers every request in flight (each 202 after its commit), ends the writer. */
+export async function stopApp(app: App): Promise<void> {
+  await app.stop();
+  await app.decorator.logWriter.close();
+}

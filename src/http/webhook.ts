@@ -1,17 +1,18 @@
 // HTTP → verify → append: the route ICR posts to. The checks run in the order the answers are
 // specified (413, 400, 403, 400, 503, 202) and nothing but the durable append follows verification.
-import { createHash } from "node:crypto";
 import { Elysia } from "elysia";
-import type { AcceptedDelivery, Appended, EventAppender } from "../log/append.ts";
-import { decodeSignedData, envelopeMismatch, eventFacts, parseEnvelope } from "../verify/delivery.ts";
-import { SIGNATURE_HEADER, verifyWithFallback, type LabelledSecret } from "../verify/signature.ts";
+import type { Appended } from "../log/append.ts";
+import type { GroupCommit } from "../log/group-commit.ts";
+import { eventFacts } from "../verify/delivery.ts";
+import { SIGNATURE_HEADER, type LabelledSecret } from "../verify/signature.ts";
+import { verifyDelivery, type DeliveryRejection } from "../verify/verify-delivery.ts";
 import { HttpError } from "./errors.ts";
 
 export interface WebhookOptions {
   path: string;
   secrets: readonly LabelledSecret[];
   bodyLimit: number;
-  appender: EventAppender;
+  writer: GroupCommit;
 }
 
 function tooLarge(limit: number): HttpError {
@@ -42,45 +43,42 @@ export async function readBody(request: Request, limit: number): Promise<Uint8Ar
   return Buffer.concat(chunks);
 }
 
-/** Verifies a delivery and appends it; resolves with the answer's body, or throws an HttpError. */
+const STATUS: Record<DeliveryRejection["reason"], number> = {
+  invalid_body: 400,
+  missing_signed_data: 400,
+  missing_signature: 403,
+  invalid_signature: 403,
+  invalid_signed_data: 400,
+};
+
+/** Verifies a delivery and appends it; resolves once it is committed, or throws an HttpError. */
 export async function receive(
   request: Request,
   remoteAddress: string | null,
-  { secrets, bodyLimit, appender }: WebhookOptions,
-): Promise<{ appended: Appended; delivery: AcceptedDelivery }> {
+  { secrets, bodyLimit, writer }: WebhookOptions,
+): Promise<Appended> {
   const receivedAt = new Date().toISOString();
   const encoding = request.headers.get("content-encoding");
   if (encoding !== null && encoding.toLowerCase() !== "identity") {
     throw new HttpError(415, "unsupported_encoding", "compressed bodies are not accepted");
   }
   const body = await readBody(request, bodyLimit);
-  const envelope = parseEnvelope(body);
-  if (!envelope.ok) throw new HttpError(400, envelope.reason, envelope.message);
+  const verified = verifyDelivery(body, request.headers.get(SIGNATURE_HEADER), secrets);
+  if (!verified.ok) throw new HttpError(STATUS[verified.reason], verified.reason, verified.message);
 
-  const signature = request.headers.get(SIGNATURE_HEADER);
-  if (signature === null || signature === "") {
-    throw new HttpError(403, "missing_signature", `no ${SIGNATURE_HEADER} header`);
-  }
-  const secretLabel = verifyWithFallback(secrets, envelope.envelope.signedData, signature);
-  if (secretLabel === null) throw new HttpError(403, "invalid_signature", "signature does not match");
-
-  const decoded = decodeSignedData(envelope.envelope.signedData);
-  if (!decoded.ok) throw new HttpError(400, decoded.reason, decoded.message);
-  const { payload } = decoded;
-
-  const delivery: AcceptedDelivery = {
-    ...eventFacts(payload.value),
-    receivedAt,
-    remoteAddress,
-    headers: JSON.stringify(Object.fromEntries(request.headers)),
-    rawBody: envelope.text,
-    payload: payload.text,
-    payloadSha256: createHash("sha256").update(payload.bytes).digest("hex"),
-    secretLabel,
-    envelopeMismatch: envelopeMismatch(envelope.envelope, payload.value),
-  };
+  const { payload } = verified;
   try {
-    return { appended: await appender.append(delivery), delivery };
+    return await writer.append({
+      ...eventFacts(payload.value),
+      receivedAt,
+      remoteAddress,
+      headers: JSON.stringify(Object.fromEntries(request.headers)),
+      rawBody: verified.rawBody,
+      payload: payload.text,
+      payloadSha256: new Bun.CryptoHasher("sha256").update(payload.bytes).digest("hex"),
+      secretLabel: verified.secretLabel,
+      envelopeMismatch: verified.envelopeMismatch,
+    });
   } catch {
     throw new HttpError(503, "log_unavailable", "the event log cannot be written; nothing was stored");
   }
@@ -92,7 +90,7 @@ export const webhook = (options: WebhookOptions) =>
       options.path,
       async ({ request, server, set }) => {
         const remoteAddress = server?.requestIP(request)?.address ?? null;
-        const { appended } = await receive(request, remoteAddress, options);
+        const appended = await receive(request, remoteAddress, options);
         set.status = 202;
         return { id: appended.id, duplicate: appended.duplicate };
       },

@@ -1,7 +1,6 @@
-// The write side of the log. Concurrent deliveries share one durable commit (group commit): each
-// caller's promise settles only after the transaction holding its rows has been committed with
-// synchronous=FULL, so the HTTP layer can answer 202 knowing the delivery is on disk.
-import { eq, sql } from "drizzle-orm";
+// What the log stores per accepted delivery, and the one transaction that stores a batch of them.
+import type { Database, SQLQueryBindings } from "bun:sqlite";
+import { eq, Param, sql, type Placeholder } from "drizzle-orm";
 import type { EventLogDatabase } from "./database.ts";
 import { deliveries, events } from "./schema.ts";
 import type { EventFacts } from "../verify/delivery.ts";
@@ -24,33 +23,30 @@ export interface Appended {
   duplicate: boolean;
 }
 
-interface Pending {
-  delivery: AcceptedDelivery;
-  resolve: (appended: Appended) => void;
-  reject: (error: unknown) => void;
+/**
+ * A query built with Drizzle (names and columns come from the schema), executed as a plain
+ * bun:sqlite statement: Drizzle's own prepared statements cost about 5 µs more per insert, which
+ * on this path is a tenth of the time a delivery takes.
+ */
+function prepare<Row>(sqlite: Database, query: { toSQL(): { sql: string; params: unknown[] } }) {
+  const { sql: text, params } = query.toSQL();
+  // Inserts wrap each placeholder in a Param (with the column's encoder); selects do not.
+  const names = params.map((param) => (param instanceof Param ? (param.value as Placeholder) : (param as Placeholder)).name);
+  const statement = sqlite.prepare<Row, SQLQueryBindings[]>(text);
+  return (values: Record<string, unknown>): Row | null =>
+    statement.get(...names.map((name) => values[name] as SQLQueryBindings));
 }
 
-export interface CommitStats {
-  rows: number;
-  seconds: number;
-}
-
-export class EventAppender {
-  private pending: Pending[] = [];
-  private readonly insertEvent;
-  private readonly findEvent;
-  private readonly insertDelivery;
-  private readonly commitBatch;
-  private idle: Promise<void> = Promise.resolve();
-  private settleIdle: (() => void) | null = null;
-
-  constructor(
-    private readonly log: EventLogDatabase,
-    private readonly onCommit: (stats: CommitStats) => void = () => {},
-  ) {
-    const { db, sqlite } = log;
-    const p = (name: string) => sql.placeholder(name);
-    this.insertEvent = db
+/**
+ * The insert of one batch of accepted deliveries as one transaction (bun:sqlite transactions are
+ * synchronous: it commits, or rolls back whole, before returning). A delivery whose payload hash
+ * is already in the log becomes a delivery of that event, flagged as a duplicate.
+ */
+export function batchAppender({ db, sqlite }: EventLogDatabase): (batch: AcceptedDelivery[]) => Appended[] {
+  const p = (name: string) => sql.placeholder(name);
+  const insertEvent = prepare<{ id: number }>(
+    sqlite,
+    db
       .insert(events)
       .values({
         receivedAt: p("receivedAt"),
@@ -68,68 +64,35 @@ export class EventAppender {
         envelopeMismatch: p("envelopeMismatch"),
       })
       .onConflictDoNothing({ target: events.payloadSha256 })
-      .returning({ id: events.id })
-      .prepare();
-    this.findEvent = db
-      .select({ id: events.id })
-      .from(events)
-      .where(eq(events.payloadSha256, p("payloadSha256")))
-      .prepare();
-    this.insertDelivery = db
-      .insert(deliveries)
-      .values({
-        eventId: p("eventId"),
-        receivedAt: p("receivedAt"),
-        remoteAddress: p("remoteAddress"),
-        headers: p("headers"),
-        rawBody: p("rawBody"),
-        secretLabel: p("secretLabel"),
-        envelopeMismatch: p("envelopeMismatch"),
-        duplicate: p("duplicate"),
-      })
-      .prepare();
-    // bun:sqlite transactions are synchronous: the whole batch commits (or rolls back) here.
-    this.commitBatch = sqlite.transaction((batch: Pending[]) =>
-      batch.map(({ delivery }): Appended => {
-        const params = { ...delivery, envelopeMismatch: delivery.envelopeMismatch ? 1 : 0 };
-        const inserted = this.insertEvent.get(params);
-        const id = inserted?.id ?? this.findEvent.get({ payloadSha256: delivery.payloadSha256 })!.id;
-        const duplicate = inserted === undefined;
-        this.insertDelivery.run({ ...params, eventId: id, duplicate: duplicate ? 1 : 0 });
-        return { id, duplicate };
-      }),
-    );
-  }
-
-  /** Resolves once the delivery is committed; rejects if the commit failed (nothing was stored). */
-  append(delivery: AcceptedDelivery): Promise<Appended> {
-    return new Promise((resolve, reject) => {
-      // setImmediate, not a microtask: requests that arrive while a commit runs join the next one.
-      if (this.pending.push({ delivery, resolve, reject }) === 1) {
-        this.idle = new Promise((settle) => (this.settleIdle = settle));
-        setImmediate(() => this.flush());
-      }
-    });
-  }
-
-  /** Settles when every delivery handed in so far has been committed or refused. */
-  drained(): Promise<void> {
-    return this.idle;
-  }
-
-  private flush(): void {
-    const batch = this.pending;
-    this.pending = [];
-    const started = performance.now();
-    try {
-      const results = this.commitBatch.immediate(batch);
-      this.onCommit({ rows: batch.length, seconds: (performance.now() - started) / 1000 });
-      batch.forEach((entry, i) => entry.resolve(results[i]!));
-    } catch (error) {
-      for (const entry of batch) entry.reject(error);
-    } finally {
-      this.settleIdle?.();
-      this.settleIdle = null;
-    }
-  }
+      .returning({ id: events.id }),
+  );
+  const findEvent = prepare<{ id: number }>(
+    sqlite,
+    db.select({ id: events.id }).from(events).where(eq(events.payloadSha256, p("payloadSha256"))),
+  );
+  const insertDelivery = prepare(
+    sqlite,
+    db.insert(deliveries).values({
+      eventId: p("eventId"),
+      receivedAt: p("receivedAt"),
+      remoteAddress: p("remoteAddress"),
+      headers: p("headers"),
+      rawBody: p("rawBody"),
+      secretLabel: p("secretLabel"),
+      envelopeMismatch: p("envelopeMismatch"),
+      duplicate: p("duplicate"),
+    }),
+  );
+  const transaction = sqlite.transaction((batch: AcceptedDelivery[]) =>
+    batch.map((delivery): Appended => {
+      const params = { ...delivery, envelopeMismatch: delivery.envelopeMismatch ? 1 : 0 };
+      const inserted = insertEvent(params);
+      const id = inserted?.id ?? findEvent(params)!.id;
+      const duplicate = inserted === null;
+      insertDelivery({ ...params, eventId: id, duplicate: duplicate ? 1 : 0 });
+      return { id, duplicate };
+    }),
+  );
+  // IMMEDIATE: take the write lock up front, so a busy log fails the batch before any work.
+  return (batch) => transaction.immediate(batch);
 }

@@ -10,6 +10,8 @@ export type Drizzle = BunSQLiteDatabase<typeof schema>;
 export interface EventLogDatabase {
   sqlite: Database;
   db: Drizzle;
+  /** The file, for the writer thread's own connection. */
+  path: string;
   busyTimeoutMs: number;
 }
 
@@ -35,14 +37,14 @@ export function openEventLog(path: string, { busyTimeoutMs = 5000 }: OpenOptions
     sqlite.close();
     throw error;
   }
-  return { sqlite, db: drizzle({ client: sqlite, schema }), busyTimeoutMs };
+  return { sqlite, db: drizzle({ client: sqlite, schema }), path, busyTimeoutMs };
 }
 
 /** Opens the log read-only, as the CLI does while the server writes. */
 export function openEventLogReadOnly(path: string): EventLogDatabase {
   const sqlite = new Database(path, { readonly: true, strict: true });
   sqlite.run("PRAGMA busy_timeout = 5000");
-  return { sqlite, db: drizzle({ client: sqlite, schema }), busyTimeoutMs: 5000 };
+  return { sqlite, db: drizzle({ client: sqlite, schema }), path, busyTimeoutMs: 5000 };
 }
 
 /** Folds the WAL back into the main file and closes, so a stopped receiver leaves one tidy file. */

@@ -2,7 +2,7 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createApp } from "../../src/app.ts";
+import { createApp, stopApp } from "../../src/app.ts";
 import type { Config } from "../../src/config.ts";
 import { closeEventLog, openEventLog, type EventLogDatabase, type OpenOptions } from "../../src/log/database.ts";
 import { sign } from "../../src/verify/signature.ts";
@@ -44,7 +44,7 @@ export async function startServer(
   const dataDir = tempDir();
   const config = testConfig(dataDir, overrides);
   const database = openEventLog(config.databasePath, openOptions);
-  const app = createApp(config, database);
+  const app = await createApp(config, database);
   app.listen({ hostname: "127.0.0.1", port: 0 });
   const url = `http://127.0.0.1:${app.server!.port}`;
   return {
@@ -56,7 +56,7 @@ export async function startServer(
     query: (path, token = QUERY_TOKEN) =>
       fetch(url + path, { headers: token === null ? {} : { authorization: `Bearer ${token}` } }),
     async stop() {
-      await app.stop();
+      await stopApp(app);
       closeEventLog(database);
       rmSync(dataDir, { recursive: true, force: true });
     },

@@ -1,0 +1,119 @@
+// Group commit. Deliveries that arrive while a batch is being committed wait together and go to
+// the writer thread as the next batch: one fsync covers them all. Each caller's promise settles
+// only when the writer reports the commit that holds its rows (synchronous=FULL), so a 202 sent
+// after it means the delivery is on disk.
+import type { AcceptedDelivery, Appended } from "./append.ts";
+import type { WriterOptions, WriterReply, WriterRequest } from "./writer-worker.ts";
+
+export interface CommitStats {
+  rows: number;
+  seconds: number;
+}
+
+interface Pending {
+  delivery: AcceptedDelivery;
+  resolve: (appended: Appended) => void;
+  reject: (error: Error) => void;
+}
+
+export class LogWriteError extends Error {}
+
+export interface GroupCommitOptions extends WriterOptions {
+  /** URL of writer-worker.ts, resolved by the caller (see src/app.ts for why). */
+  workerUrl: string;
+}
+
+function spawnWriter({ workerUrl, ...options }: GroupCommitOptions): Worker {
+  const worker = new Worker(workerUrl);
+  worker.postMessage({ type: "open", options } satisfies WriterRequest);
+  return worker;
+}
+
+export class GroupCommit {
+  private queue: Pending[] = [];
+  private inFlight: Pending[] | null = null;
+  private scheduled = false;
+  private closed = false;
+
+  private constructor(
+    private worker: Worker,
+    private readonly options: GroupCommitOptions,
+    private readonly onCommit: (stats: CommitStats) => void,
+  ) {
+    this.listen();
+  }
+
+  /** Starts the writer thread; resolves once it has opened the log (rejects if it cannot). */
+  static async start(options: GroupCommitOptions, onCommit: (stats: CommitStats) => void = () => {}): Promise<GroupCommit> {
+    const worker = spawnWriter(options);
+    await new Promise<void>((resolve, reject) => {
+      worker.addEventListener("message", ({ data }: MessageEvent<WriterReply>) => (data.type === "ready" ? resolve() : reject(new Error(data.type === "failed" ? data.message : data.type))), { once: true });
+      worker.addEventListener("error", (event) => reject(new Error(event.message)), { once: true });
+    });
+    return new GroupCommit(worker, options, onCommit);
+  }
+
+  /** Resolves once the delivery is committed; rejects if the commit failed (nothing was stored). */
+  append(delivery: AcceptedDelivery): Promise<Appended> {
+    if (this.closed) return Promise.reject(new LogWriteError("the log is closed"));
+    return new Promise((resolve, reject) => {
+      this.queue.push({ delivery, resolve, reject });
+      // setImmediate, not a microtask: the requests already read in this turn join the batch.
+      if (this.inFlight === null && !this.scheduled) {
+        this.scheduled = true;
+        setImmediate(() => this.send());
+      }
+    });
+  }
+
+  /** Commits what is queued, then closes the writer's connection and ends the thread. */
+  async close(): Promise<void> {
+    this.closed = true;
+    while (this.inFlight !== null || this.queue.length > 0) {
+      await new Promise<void>((resolve) => this.worker.addEventListener("message", () => setImmediate(resolve), { once: true }));
+    }
+    const closed = new Promise<void>((resolve) => this.worker.addEventListener("message", () => resolve(), { once: true }));
+    this.post({ type: "close" });
+    await closed;
+    this.worker.terminate();
+  }
+
+  private post(request: WriterRequest): void {
+    this.worker.postMessage(request);
+  }
+
+  private send(): void {
+    this.scheduled = false;
+    if (this.inFlight !== null || this.queue.length === 0) return;
+    this.inFlight = this.queue;
+    this.queue = [];
+    this.post({ type: "commit", batch: this.inFlight.map((p) => p.delivery) });
+  }
+
+  private settle(settleOne: (pending: Pending, index: number) => void): void {
+    const batch = this.inFlight ?? [];
+    this.inFlight = null;
+    batch.forEach(settleOne);
+    this.send();
+  }
+
+  private listen(): void {
+    this.worker.addEventListener("message", ({ data: reply }: MessageEvent<WriterReply>) => {
+      if (reply.type === "committed") {
+        const rows = this.inFlight?.length ?? 0;
+        this.settle((pending, i) => pending.resolve(reply.results[i]!));
+        this.onCommit({ rows, seconds: reply.seconds });
+      } else if (reply.type === "failed") {
+        this.settle((pending) => pending.reject(new LogWriteError(reply.message)));
+      }
+    });
+    // A writer that dies takes only its batch with it (answered 503); a new one takes over.
+    this.worker.addEventListener("error", (error) => {
+      if (!this.closed) {
+        this.worker = spawnWriter(this.options);
+        this.listen();
+      }
+      this.settle((pending) => pending.reject(new LogWriteError(error.message)));
+    });
+  }
+}

@@ -1,0 +1,49 @@
+// The log's writer thread: it owns the connection that appends, so the event loop that answers
+// HTTP never waits on an fsync. One message in, one batch committed, one message out.
+import { batchAppender, type AcceptedDelivery, type Appended } from "./append.ts";
+import { closeEventLog, openEventLog, type EventLogDatabase } from "./database.ts";
+
+export interface WriterOptions {
+  path: string;
+  busyTimeoutMs: number;
+}
+
+export type WriterRequest =
+  | { type: "open"; options: WriterOptions }
+  | { type: "commit"; batch: AcceptedDelivery[] }
+  | { type: "close" };
+export type WriterReply =
+  | { type: "ready" }
+  | { type: "committed"; results: Appended[]; seconds: number }
+  | { type: "failed"; message: string }
+  | { type: "closed" };
+
+declare const self: Worker;
+const reply = (message: WriterReply) => self.postMessage(message);
+let log: EventLogDatabase;
+let append: (batch: AcceptedDelivery[]) => Appended[];
+
+self.onmessage = ({ data: request }: MessageEvent<WriterRequest>) => {
+  if (request.type === "open") {
+    try {
+      log = openEventLog(request.options.path, { busyTimeoutMs: request.options.busyTimeoutMs });
+      append = batchAppender(log);
+      reply({ type: "ready" });
+    } catch (error) {
+      reply({ type: "failed", message: error instanceof Error ? error.message : String(error) });
+    }
+    return;
+  }
+  if (request.type === "close") {
+    closeEventLog(log);
+    reply({ type: "closed" });
+    return;
+  }
+  const started = performance.now();
+  try {
+    const results = append(request.batch);
+    reply({ type: "committed", results, seconds: (performance.now() - started) / 1000 });
+  } catch (error) {
+    reply({ type: "failed", message: error instanceof Error ? error.message : String(error) });
+  }
+};
