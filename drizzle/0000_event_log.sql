@@ -8,6 +8,7 @@ CREATE TABLE `deliveries` (
 	`secret_label` text NOT NULL,
 	`envelope_mismatch` integer NOT NULL,
 	`duplicate` integer NOT NULL,
+	`chain_hash` text NOT NULL,
 	FOREIGN KEY (`event_id`) REFERENCES `events`(`id`) ON UPDATE no action ON DELETE no action
 );
 --> statement-breakpoint
@@ -26,11 +27,24 @@ CREATE TABLE `events` (
 	`payload` text NOT NULL,
 	`payload_sha256` text NOT NULL,
 	`secret_label` text NOT NULL,
-	`envelope_mismatch` integer NOT NULL
+	`envelope_mismatch` integer NOT NULL,
+	`chain_hash` text NOT NULL
 );
 --> statement-breakpoint
 CREATE UNIQUE INDEX `events_payload_sha256` ON `events` (`payload_sha256`);--> statement-breakpoint
 CREATE INDEX `events_organization_event` ON `events` (`organization_id`,`event`);--> statement-breakpoint
 CREATE INDEX `events_installation` ON `events` (`installation_id`);--> statement-breakpoint
 CREATE INDEX `events_event` ON `events` (`event`);--> statement-breakpoint
-CREATE INDEX `events_received_at` ON `events` (`received_at`);
+CREATE INDEX `events_received_at` ON `events` (`received_at`);--> statement-breakpoint
+CREATE TABLE `rejections` (
+	`slot` integer PRIMARY KEY NOT NULL,
+	`seq` integer NOT NULL,
+	`received_at` text NOT NULL,
+	`remote_address` text,
+	`status` integer NOT NULL,
+	`reason` text NOT NULL,
+	`body_size` integer NOT NULL,
+	`body_sha256` text
+);
+--> statement-breakpoint
+CREATE INDEX `rejections_seq` ON `rejections` (`seq`);

@@ -41,7 +41,15 @@ export async function createApp(config: Config, database: EventLogDatabase, { lo
     .use(errorHandling({ onUnexpected: (error) => logger("error", "unexpected error", { error: String(error) }) }))
     .use(health({ sqlite: database.sqlite, busyTimeoutMs: database.busyTimeoutMs }))
     .decorate("logWriter", writer)
-    .use(webhook({ path: config.webhookPath, secrets: config.secrets, bodyLimit: config.bodyLimit, writer }))
+    .use(
+      webhook({
+        path: config.webhookPath,
+        secrets: config.secrets,
+        bodyLimit: config.bodyLimit,
+        rejectionLimit: config.rejectionLimit,
+        writer,
+      }),
+    )
     .use(eventsApi({ queries, queryToken: config.queryToken }));
 }
 

@@ -15,6 +15,8 @@ export interface Config {
   secrets: LabelledSecret[];
   queryToken: string;
   bodyLimit: number;
+  /** Refused deliveries per minute per address before refusals are answered 429 (0: no limit). */
+  rejectionLimit: number;
 }
 
 /** Invalid configuration: the message names the setting and never contains a secret. */
@@ -30,6 +32,7 @@ const VALUE_SETTINGS = {
   "data-dir": "ICR_RECEIVER_DATA_DIR",
   db: "ICR_RECEIVER_DB",
   "body-limit": "ICR_RECEIVER_BODY_LIMIT",
+  "rejection-limit": "ICR_RECEIVER_REJECTION_LIMIT",
   "secret-file": "ICR_RECEIVER_SECRET_FILE",
   "secrets-file": "ICR_RECEIVER_SECRETS_FILE",
   "query-token-file": "ICR_RECEIVER_QUERY_TOKEN_FILE",
@@ -43,6 +46,7 @@ export const DEFAULTS = {
   dataDir: "./data",
   databaseFile: "icr-receiver.db",
   bodyLimit: 1024 * 1024,
+  rejectionLimit: 120,
 };
 
 /** File names looked up in $CREDENTIALS_DIRECTORY and in the data directory. */
@@ -59,6 +63,7 @@ export const OPTIONS_HELP = `Options (each also read from the environment variab
   --data-dir DIR           data directory            ICR_RECEIVER_DATA_DIR (default ${DEFAULTS.dataDir})
   --db FILE                SQLite event log          ICR_RECEIVER_DB (default DIR/${DEFAULTS.databaseFile})
   --body-limit SIZE        largest accepted body     ICR_RECEIVER_BODY_LIMIT (default 1MiB; bytes, KiB or MiB)
+  --rejection-limit N      refusals/minute/address   ICR_RECEIVER_REJECTION_LIMIT (default ${DEFAULTS.rejectionLimit}; then 429, 0: off)
   --secret-file FILE       one webhook secret        ICR_RECEIVER_SECRET_FILE (or ICR_RECEIVER_SECRET=value)
   --secrets-file FILE      label=secret lines        ICR_RECEIVER_SECRETS_FILE
   --query-token-file FILE  bearer token for queries  ICR_RECEIVER_QUERY_TOKEN_FILE (or ICR_RECEIVER_QUERY_TOKEN=value)
@@ -210,6 +215,11 @@ export function loadConfig(argv: string[], env: Env, { generateMissing = true } 
   const databasePath = resolve(pick("db", flags, env) ?? join(dataDir, DEFAULTS.databaseFile));
   const bodyLimitValue = pick("body-limit", flags, env);
   const bodyLimit = bodyLimitValue === undefined ? DEFAULTS.bodyLimit : parseSize(bodyLimitValue);
+  const rejectionLimitValue = pick("rejection-limit", flags, env);
+  const rejectionLimit = rejectionLimitValue === undefined ? DEFAULTS.rejectionLimit : Number(rejectionLimitValue);
+  if (!/^\d{1,9}$/.test(rejectionLimitValue ?? "0")) {
+    throw new ConfigError(`${describe("rejection-limit")}: "${rejectionLimitValue}" is not a whole number of refusals per minute`);
+  }
 
   const single = (path: string, setting: string) => () => [{ label: "default", secret: readSecretFile(path, setting) }];
   const multiple = (path: string, setting: string) => () => secretsFromFile(path, setting);
@@ -267,5 +277,8 @@ export function loadConfig(argv: string[], env: Env, { generateMissing = true } 
   }
   if (secrets === undefined) throw new ConfigError("no webhook secret configured (ICR_RECEIVER_SECRET, --secret-file or --secrets-file)");
   if (queryToken === undefined) throw new ConfigError("no query token configured (ICR_RECEIVER_QUERY_TOKEN or --query-token-file)");
-  return { config: { host, port, webhookPath, dataDir, databasePath, secrets, queryToken, bodyLimit }, notices };
+  return {
+    config: { host, port, webhookPath, dataDir, databasePath, secrets, queryToken, bodyLimit, rejectionLimit },
+    notices,
+  };
 }

@@ -7,23 +7,49 @@ import { eventFacts } from "../verify/delivery.ts";
 import { SIGNATURE_HEADER, type LabelledSecret } from "../verify/signature.ts";
 import { verifyDelivery, type DeliveryRejection } from "../verify/verify-delivery.ts";
 import { HttpError } from "./errors.ts";
+import { RejectionLimiter } from "./rejection-limit.ts";
+
+/** What happened to one delivery: for the answer, the logs and the metrics (never a body or secret). */
+export type DeliveryOutcome =
+  | { accepted: true; status: 202; appended: Appended; secretLabel: string; envelopeMismatch: boolean; event: string }
+  | { accepted: false; status: number; reason: string; message: string };
 
 export interface WebhookOptions {
   path: string;
   secrets: readonly LabelledSecret[];
   bodyLimit: number;
+  /** Refusals per minute per address before they are answered 429 (0: no limit). */
+  rejectionLimit: number;
   writer: GroupCommit;
+  onOutcome?: (outcome: DeliveryOutcome, remoteAddress: string | null, seconds: number) => void;
 }
 
-function tooLarge(limit: number): HttpError {
-  return new HttpError(413, "body_too_large", `body exceeds the limit of ${limit} bytes`);
+const STATUS: Record<DeliveryRejection["reason"], number> = {
+  invalid_body: 400,
+  missing_signed_data: 400,
+  missing_signature: 403,
+  invalid_signature: 403,
+  invalid_signed_data: 400,
+};
+
+class Refused extends Error {
+  constructor(
+    readonly status: number,
+    readonly reason: string,
+    message: string,
+    readonly bodySize: number,
+    readonly body: Uint8Array | null = null,
+  ) {
+    super(message);
+  }
 }
 
 /** Reads at most `limit` bytes; a larger body is refused without being buffered whole. */
 export async function readBody(request: Request, limit: number): Promise<Uint8Array> {
+  const tooLarge = (size: number) => new Refused(413, "body_too_large", `body exceeds the limit of ${limit} bytes`, size);
   const declared = request.headers.get("content-length");
   if (declared !== null) {
-    if (Number(declared) > limit) throw tooLarge(limit);
+    if (Number(declared) > limit) throw tooLarge(Number(declared));
     return new Uint8Array(await request.arrayBuffer());
   }
   if (request.body === null) return new Uint8Array(0);
@@ -36,63 +62,89 @@ export async function readBody(request: Request, limit: number): Promise<Uint8Ar
     size += value.byteLength;
     if (size > limit) {
       await reader.cancel().catch(() => {});
-      throw tooLarge(limit);
+      throw tooLarge(size);
     }
     chunks.push(value);
   }
   return Buffer.concat(chunks);
 }
 
-const STATUS: Record<DeliveryRejection["reason"], number> = {
-  invalid_body: 400,
-  missing_signed_data: 400,
-  missing_signature: 403,
-  invalid_signature: 403,
-  invalid_signed_data: 400,
-};
-
-/** Verifies a delivery and appends it; resolves once it is committed, or throws an HttpError. */
-export async function receive(
+/** Verifies a delivery and appends it; resolves once it is committed. Throws Refused or 503. */
+async function receive(
   request: Request,
   remoteAddress: string | null,
   { secrets, bodyLimit, writer }: WebhookOptions,
-): Promise<Appended> {
+): Promise<DeliveryOutcome> {
   const receivedAt = new Date().toISOString();
   const encoding = request.headers.get("content-encoding");
   if (encoding !== null && encoding.toLowerCase() !== "identity") {
-    throw new HttpError(415, "unsupported_encoding", "compressed bodies are not accepted");
+    throw new Refused(415, "unsupported_encoding", "compressed bodies are not accepted", Number(request.headers.get("content-length") ?? 0));
   }
   const body = await readBody(request, bodyLimit);
   const verified = verifyDelivery(body, request.headers.get(SIGNATURE_HEADER), secrets);
-  if (!verified.ok) throw new HttpError(STATUS[verified.reason], verified.reason, verified.message);
+  if (!verified.ok) throw new Refused(STATUS[verified.reason], verified.reason, verified.message, body.byteLength, body);
 
-  const { payload } = verified;
+  const { payload, secretLabel, envelopeMismatch } = verified;
+  const facts = eventFacts(payload.value);
+  let appended: Appended;
   try {
-    return await writer.append({
-      ...eventFacts(payload.value),
+    appended = await writer.append({
+      ...facts,
       receivedAt,
       remoteAddress,
       headers: JSON.stringify(Object.fromEntries(request.headers)),
       rawBody: verified.rawBody,
       payload: payload.text,
       payloadSha256: new Bun.CryptoHasher("sha256").update(payload.bytes).digest("hex"),
-      secretLabel: verified.secretLabel,
-      envelopeMismatch: verified.envelopeMismatch,
+      secretLabel,
+      envelopeMismatch,
     });
   } catch {
-    throw new HttpError(503, "log_unavailable", "the event log cannot be written; nothing was stored");
+    return { accepted: false, status: 503, reason: "log_unavailable", message: "the event log cannot be written; nothing was stored" };
   }
+  return { accepted: true, status: 202, appended, secretLabel, envelopeMismatch, event: facts.event };
 }
 
-export const webhook = (options: WebhookOptions) =>
-  new Elysia({ name: "webhook" })
+export const webhook = (options: WebhookOptions) => {
+  const limiter = new RejectionLimiter(options.rejectionLimit);
+  const { writer, onOutcome = () => {} } = options;
+
+  /** A refusal: recorded for the operator, unless this address has been refused too often. */
+  function refuse(refused: Refused, remoteAddress: string | null): DeliveryOutcome {
+    if (!limiter.allow(remoteAddress ?? "unknown")) {
+      return { accepted: false, status: 429, reason: "rate_limited", message: "too many refused deliveries from this address" };
+    }
+    writer.recordRejection({
+      receivedAt: new Date().toISOString(),
+      remoteAddress,
+      status: refused.status,
+      reason: refused.reason,
+      bodySize: refused.bodySize,
+      bodySha256: refused.body && new Bun.CryptoHasher("sha256").update(refused.body).digest("hex"),
+    });
+    return { accepted: false, status: refused.status, reason: refused.reason, message: refused.message };
+  }
+
+  return new Elysia({ name: "webhook" })
     .post(
       options.path,
       async ({ request, server, set }) => {
+        const started = performance.now();
         const remoteAddress = server?.requestIP(request)?.address ?? null;
-        const appended = await receive(request, remoteAddress, options);
+        let outcome: DeliveryOutcome;
+        try {
+          outcome = await receive(request, remoteAddress, options);
+        } catch (error) {
+          if (!(error instanceof Refused)) throw error;
+          outcome = refuse(error, remoteAddress);
+        }
+        onOutcome(outcome, remoteAddress, (performance.now() - started) / 1000);
+        if (!outcome.accepted) {
+          const retry = outcome.status === 429 ? { "retry-after": String(limiter.retryAfter(remoteAddress ?? "unknown")) } : undefined;
+          throw new HttpError(outcome.status, outcome.reason, outcome.message, retry);
+        }
         set.status = 202;
-        return { id: appended.id, duplicate: appended.duplicate };
+        return { id: outcome.appended.id, duplicate: outcome.appended.duplicate };
       },
       // The HMAC covers signedData exactly as sent, so the body is read raw, never pre-parsed.
       { parse: "none" },
@@ -100,3 +152,4 @@ export const webhook = (options: WebhookOptions) =>
     .all(options.path, () => {
       throw new HttpError(405, "method_not_allowed", "only POST is accepted here", { allow: "POST" });
     });
+};

@@ -1,9 +1,10 @@
 // What the log stores per accepted delivery, and the one transaction that stores a batch of them.
 import type { Database, SQLQueryBindings } from "bun:sqlite";
-import { eq, Param, sql, type Placeholder } from "drizzle-orm";
-import type { EventLogDatabase } from "./database.ts";
-import { deliveries, events } from "./schema.ts";
+import { desc, eq, max, Param, Placeholder, sql } from "drizzle-orm";
 import type { EventFacts } from "../verify/delivery.ts";
+import { CHAINED_COLUMNS, chainHash, GENESIS } from "./chain.ts";
+import type { EventLogDatabase } from "./database.ts";
+import { deliveries, events, rejections } from "./schema.ts";
 
 /** Everything the log keeps about one accepted delivery. */
 export interface AcceptedDelivery extends EventFacts {
@@ -18,37 +19,83 @@ export interface AcceptedDelivery extends EventFacts {
   envelopeMismatch: boolean;
 }
 
+/** What is kept of a refused delivery: never its body. */
+export interface Rejection {
+  receivedAt: string;
+  remoteAddress: string | null;
+  status: number;
+  reason: string;
+  bodySize: number;
+  bodySha256: string | null;
+}
+
 export interface Appended {
   id: number;
   duplicate: boolean;
 }
 
+/** How many refused deliveries the ring keeps (about 2 MB). */
+export const REJECTIONS_KEPT = 10_000;
+
 /**
- * A query built with Drizzle (names and columns come from the schema), executed as a plain
- * bun:sqlite statement: Drizzle's own prepared statements cost about 5 µs more per insert, which
- * on this path is a tenth of the time a delivery takes.
+ * An insert built with Drizzle (names and columns come from the schema), executed as a plain
+ * bun:sqlite statement: Drizzle's own prepared statements cost about 5 µs more per insert, and
+ * every delivery makes two.
  */
 function prepare<Row>(sqlite: Database, query: { toSQL(): { sql: string; params: unknown[] } }) {
   const { sql: text, params } = query.toSQL();
-  // Inserts wrap each placeholder in a Param (with the column's encoder); selects do not.
-  const names = params.map((param) => (param instanceof Param ? (param.value as Placeholder) : (param as Placeholder)).name);
+  // Inserts wrap each placeholder in a Param (with the column's encoder); a literal is bound as is.
+  const binders = params.map((param) => {
+    const inner = param instanceof Param ? param.value : param;
+    return inner instanceof Placeholder
+      ? (values: Record<string, unknown>) => values[inner.name] as SQLQueryBindings
+      : () => inner as SQLQueryBindings;
+  });
   const statement = sqlite.prepare<Row, SQLQueryBindings[]>(text);
-  return (values: Record<string, unknown>): Row | null =>
-    statement.get(...names.map((name) => values[name] as SQLQueryBindings));
+  return (values: Record<string, unknown> = {}): Row | null => statement.get(...binders.map((bind) => bind(values)));
+}
+
+const toSnakeCase = (name: string) => name.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
+
+/** The values a chain hash covers, in CHAINED_COLUMNS order, as the database will return them. */
+function chained(table: keyof typeof CHAINED_COLUMNS, row: Record<string, unknown>): unknown[] {
+  const bySnakeName = Object.fromEntries(Object.entries(row).map(([k, v]) => [toSnakeCase(k), v]));
+  return CHAINED_COLUMNS[table].map((column) => bySnakeName[column] ?? null);
 }
 
 /**
- * The insert of one batch of accepted deliveries as one transaction (bun:sqlite transactions are
- * synchronous: it commits, or rolls back whole, before returning). A delivery whose payload hash
- * is already in the log becomes a delivery of that event, flagged as a duplicate.
+ * The insert of one batch as one transaction (bun:sqlite transactions are synchronous: it
+ * commits, or rolls back whole, before returning). A delivery whose payload hash is already in
+ * the log becomes a delivery of that event, flagged as a duplicate. Ids are assigned here, from
+ * the last row read under the write lock, because each row's chain hash covers its id.
  */
-export function batchAppender({ db, sqlite }: EventLogDatabase): (batch: AcceptedDelivery[]) => Appended[] {
+export function batchAppender({ db, sqlite }: EventLogDatabase) {
   const p = (name: string) => sql.placeholder(name);
+  // Once per batch (or per repeat): Drizzle's own prepared queries, which map column names.
+  const lastEvent = db
+    .select({ id: events.id, chainHash: events.chainHash })
+    .from(events)
+    .orderBy(desc(events.id))
+    .limit(1)
+    .prepare();
+  const lastDelivery = db
+    .select({ id: deliveries.id, chainHash: deliveries.chainHash })
+    .from(deliveries)
+    .orderBy(desc(deliveries.id))
+    .limit(1)
+    .prepare();
+  const findEvent = db
+    .select({ id: events.id })
+    .from(events)
+    .where(eq(events.payloadSha256, p("payloadSha256")))
+    .prepare();
+  const lastRejection = db.select({ seq: max(rejections.seq) }).from(rejections).prepare();
   const insertEvent = prepare<{ id: number }>(
     sqlite,
     db
       .insert(events)
       .values({
+        id: p("id"),
         receivedAt: p("receivedAt"),
         event: p("event"),
         installationId: p("installationId"),
@@ -62,17 +109,15 @@ export function batchAppender({ db, sqlite }: EventLogDatabase): (batch: Accepte
         payloadSha256: p("payloadSha256"),
         secretLabel: p("secretLabel"),
         envelopeMismatch: p("envelopeMismatch"),
+        chainHash: p("chainHash"),
       })
       .onConflictDoNothing({ target: events.payloadSha256 })
       .returning({ id: events.id }),
   );
-  const findEvent = prepare<{ id: number }>(
-    sqlite,
-    db.select({ id: events.id }).from(events).where(eq(events.payloadSha256, p("payloadSha256"))),
-  );
   const insertDelivery = prepare(
     sqlite,
     db.insert(deliveries).values({
+      id: p("id"),
       eventId: p("eventId"),
       receivedAt: p("receivedAt"),
       remoteAddress: p("remoteAddress"),
@@ -81,18 +126,60 @@ export function batchAppender({ db, sqlite }: EventLogDatabase): (batch: Accepte
       secretLabel: p("secretLabel"),
       envelopeMismatch: p("envelopeMismatch"),
       duplicate: p("duplicate"),
+      chainHash: p("chainHash"),
     }),
   );
-  const transaction = sqlite.transaction((batch: AcceptedDelivery[]) =>
-    batch.map((delivery): Appended => {
-      const params = { ...delivery, envelopeMismatch: delivery.envelopeMismatch ? 1 : 0 };
-      const inserted = insertEvent(params);
-      const id = inserted?.id ?? findEvent(params)!.id;
-      const duplicate = inserted === null;
-      insertDelivery({ ...params, eventId: id, duplicate: duplicate ? 1 : 0 });
-      return { id, duplicate };
-    }),
+  const recordRejection = prepare(
+    sqlite,
+    db
+      .insert(rejections)
+      .values({
+        slot: p("slot"),
+        seq: p("seq"),
+        receivedAt: p("receivedAt"),
+        remoteAddress: p("remoteAddress"),
+        status: p("status"),
+        reason: p("reason"),
+        bodySize: p("bodySize"),
+        bodySha256: p("bodySha256"),
+      })
+      .onConflictDoUpdate({
+        target: rejections.slot,
+        set: {
+          seq: sql`excluded.seq`,
+          receivedAt: sql`excluded.received_at`,
+          remoteAddress: sql`excluded.remote_address`,
+          status: sql`excluded.status`,
+          reason: sql`excluded.reason`,
+          bodySize: sql`excluded.body_size`,
+          bodySha256: sql`excluded.body_sha256`,
+        },
+      }),
   );
+
+  const transaction = sqlite.transaction((batch: AcceptedDelivery[], refused: Rejection[]): Appended[] => {
+    let event = lastEvent.get() ?? { id: 0, chainHash: GENESIS };
+    let delivery = lastDelivery.get() ?? { id: 0, chainHash: GENESIS };
+    const results = batch.map((accepted): Appended => {
+      const envelopeMismatch = accepted.envelopeMismatch ? 1 : 0;
+      const eventRow = { ...accepted, id: event.id + 1, envelopeMismatch };
+      const eventChain = chainHash(event.chainHash, chained("events", eventRow));
+      const inserted = insertEvent({ ...eventRow, chainHash: eventChain });
+      if (inserted !== null) event = { id: inserted.id, chainHash: eventChain };
+      const id = inserted?.id ?? findEvent.get({ payloadSha256: accepted.payloadSha256 })!.id;
+      const deliveryRow = { ...accepted, id: delivery.id + 1, eventId: id, envelopeMismatch, duplicate: inserted === null ? 1 : 0 };
+      const deliveryChain = chainHash(delivery.chainHash, chained("deliveries", deliveryRow));
+      insertDelivery({ ...deliveryRow, chainHash: deliveryChain });
+      delivery = { id: deliveryRow.id, chainHash: deliveryChain };
+      return { id, duplicate: inserted === null };
+    });
+    let seq = lastRejection.get()?.seq ?? 0;
+    for (const rejection of refused) {
+      seq++;
+      recordRejection({ ...rejection, seq, slot: seq % REJECTIONS_KEPT });
+    }
+    return results;
+  });
   // IMMEDIATE: take the write lock up front, so a busy log fails the batch before any work.
-  return (batch) => transaction.immediate(batch);
+  return (batch: AcceptedDelivery[], refused: Rejection[] = []) => transaction.immediate(batch, refused);
 }

@@ -2,7 +2,7 @@
 // the writer thread as the next batch: one fsync covers them all. Each caller's promise settles
 // only when the writer reports the commit that holds its rows (synchronous=FULL), so a 202 sent
 // after it means the delivery is on disk.
-import type { AcceptedDelivery, Appended } from "./append.ts";
+import type { AcceptedDelivery, Appended, Rejection } from "./append.ts";
 import type { WriterOptions, WriterReply, WriterRequest } from "./writer-worker.ts";
 
 export interface CommitStats {
@@ -31,6 +31,7 @@ function spawnWriter({ workerUrl, ...options }: GroupCommitOptions): Worker {
 
 export class GroupCommit {
   private queue: Pending[] = [];
+  private rejections: Rejection[] = [];
   private inFlight: Pending[] | null = null;
   private scheduled = false;
   private closed = false;
@@ -58,18 +59,32 @@ export class GroupCommit {
     if (this.closed) return Promise.reject(new LogWriteError("the log is closed"));
     return new Promise((resolve, reject) => {
       this.queue.push({ delivery, resolve, reject });
-      // setImmediate, not a microtask: the requests already read in this turn join the batch.
-      if (this.inFlight === null && !this.scheduled) {
-        this.scheduled = true;
-        setImmediate(() => this.send());
-      }
+      this.schedule();
     });
+  }
+
+  private schedule(): void {
+    // setImmediate, not a microtask: the requests already read in this turn join the batch.
+    if (this.inFlight === null && !this.scheduled) {
+      this.scheduled = true;
+      setImmediate(() => this.send());
+    }
+  }
+
+  /**
+   * Notes a refused delivery for the operator. Nobody waits for it: it rides along with the next
+   * batch, and is lost (only that) if that commit fails.
+   */
+  recordRejection(rejection: Rejection): void {
+    if (this.closed) return;
+    this.rejections.push(rejection);
+    this.schedule();
   }
 
   /** Commits what is queued, then closes the writer's connection and ends the thread. */
   async close(): Promise<void> {
     this.closed = true;
-    while (this.inFlight !== null || this.queue.length > 0) {
+    while (this.inFlight !== null || this.queue.length > 0 || this.rejections.length > 0) {
       await new Promise<void>((resolve) => this.worker.addEventListener("message", () => setImmediate(resolve), { once: true }));
     }
     const closed = new Promise<void>((resolve) => this.worker.addEventListener("message", () => resolve(), { once: true }));
@@ -84,10 +99,12 @@ export class GroupCommit {
 
   private send(): void {
     this.scheduled = false;
-    if (this.inFlight !== null || this.queue.length === 0) return;
+    if (this.inFlight !== null || (this.queue.length === 0 && this.rejections.length === 0)) return;
     this.inFlight = this.queue;
     this.queue = [];
-    this.post({ type: "commit", batch: this.inFlight.map((p) => p.delivery) });
+    const rejections = this.rejections;
+    this.rejections = [];
+    this.post({ type: "commit", batch: this.inFlight.map((p) => p.delivery), rejections });
   }
 
   private settle(settleOne: (pending: Pending, index: number) => void): void {

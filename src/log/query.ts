@@ -60,7 +60,7 @@ const eventColumns = {
   deliveryCount: sql<number>`(SELECT count(*) FROM "deliveries" WHERE "deliveries"."event_id" = "events"."id")`,
 };
 
-type EventRecord = Omit<EventRow, "payloadSha256"> & { deliveryCount: number };
+type EventRecord = Omit<EventRow, "payloadSha256" | "chainHash"> & { deliveryCount: number };
 
 function toView(row: EventRecord): EventView {
   const { transactionId, transactionStatus, transactionType, transactionAmount, payload, ...rest } = row;
@@ -111,7 +111,7 @@ export class EventQueries {
       .all();
     return {
       ...toView(row),
-      deliveries: rows.map(({ eventId: _, headers, ...delivery }) => ({ ...delivery, headers: JSON.parse(headers) })),
+      deliveries: rows.map(({ eventId: _, chainHash: __, headers, ...delivery }) => ({ ...delivery, headers: JSON.parse(headers) })),
     };
   }
 }

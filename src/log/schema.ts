@@ -23,6 +23,8 @@ export const events = sqliteTable(
     payloadSha256: text("payload_sha256").notNull(),
     secretLabel: text("secret_label").notNull(),
     envelopeMismatch: integer("envelope_mismatch", { mode: "boolean" }).notNull(),
+    /** SHA-256 over the previous event's chain_hash and this row: an edited row breaks the chain. */
+    chainHash: text("chain_hash").notNull(),
   },
   (table) => [
     uniqueIndex("events_payload_sha256").on(table.payloadSha256),
@@ -50,8 +52,30 @@ export const deliveries = sqliteTable(
     envelopeMismatch: integer("envelope_mismatch", { mode: "boolean" }).notNull(),
     /** True when the event already existed: this delivery was a repeat. */
     duplicate: integer("duplicate", { mode: "boolean" }).notNull(),
+    /** SHA-256 over the previous delivery's chain_hash and this row. */
+    chainHash: text("chain_hash").notNull(),
   },
   (table) => [index("deliveries_event_id").on(table.eventId)],
+);
+
+/**
+ * Deliveries that were refused, for the operator: never the body, only its size and hash. A ring
+ * of fixed size (the slot is the sequence number modulo the capacity), so a flood of forgeries
+ * cannot fill the disk. Not part of the append-only log.
+ */
+export const rejections = sqliteTable(
+  "rejections",
+  {
+    slot: integer("slot").primaryKey(),
+    seq: integer("seq").notNull(),
+    receivedAt: text("received_at").notNull(),
+    remoteAddress: text("remote_address"),
+    status: integer("status").notNull(),
+    reason: text("reason").notNull(),
+    bodySize: integer("body_size").notNull(),
+    bodySha256: text("body_sha256"),
+  },
+  (table) => [index("rejections_seq").on(table.seq)],
 );
 
 export type EventRow = typeof events.$inferSelect;

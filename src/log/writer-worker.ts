@@ -1,6 +1,6 @@
 // The log's writer thread: it owns the connection that appends, so the event loop that answers
 // HTTP never waits on an fsync. One message in, one batch committed, one message out.
-import { batchAppender, type AcceptedDelivery, type Appended } from "./append.ts";
+import { batchAppender, type AcceptedDelivery, type Appended, type Rejection } from "./append.ts";
 import { closeEventLog, openEventLog, type EventLogDatabase } from "./database.ts";
 
 export interface WriterOptions {
@@ -10,7 +10,7 @@ export interface WriterOptions {
 
 export type WriterRequest =
   | { type: "open"; options: WriterOptions }
-  | { type: "commit"; batch: AcceptedDelivery[] }
+  | { type: "commit"; batch: AcceptedDelivery[]; rejections: Rejection[] }
   | { type: "close" };
 export type WriterReply =
   | { type: "ready" }
@@ -21,7 +21,7 @@ export type WriterReply =
 declare const self: Worker;
 const reply = (message: WriterReply) => self.postMessage(message);
 let log: EventLogDatabase;
-let append: (batch: AcceptedDelivery[]) => Appended[];
+let append: (batch: AcceptedDelivery[], rejections: Rejection[]) => Appended[];
 
 self.onmessage = ({ data: request }: MessageEvent<WriterRequest>) => {
   if (request.type === "open") {
@@ -41,7 +41,7 @@ self.onmessage = ({ data: request }: MessageEvent<WriterRequest>) => {
   }
   const started = performance.now();
   try {
-    const results = append(request.batch);
+    const results = append(request.batch, request.rejections);
     reply({ type: "committed", results, seconds: (performance.now() - started) / 1000 });
   } catch (error) {
     reply({ type: "failed", message: error instanceof Error ? error.message : String(error) });

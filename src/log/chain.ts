@@ -1,0 +1,46 @@
+// Tamper evidence: every row of the log carries SHA-256(previous row's chain_hash ‖ this row), per
+// table, so an edit made behind the triggers' back (or a row removed from the middle) breaks the
+// chain at that row. Computed by the writer inside the transaction that inserts the row.
+import type { Database } from "bun:sqlite";
+
+export const GENESIS = "0".repeat(64);
+
+/** The columns each table's chain covers, in order: everything but chain_hash itself. */
+export const CHAINED_COLUMNS = {
+  events: [
+    "id", "received_at", "event", "installation_id", "organization_id", "app_id", "transaction_id",
+    "transaction_status", "transaction_type", "transaction_amount", "payload", "payload_sha256",
+    "secret_label", "envelope_mismatch",
+  ],
+  deliveries: [
+    "id", "event_id", "received_at", "remote_address", "headers", "raw_body", "secret_label",
+    "envelope_mismatch", "duplicate",
+  ],
+} as const;
+
+export type ChainedTable = keyof typeof CHAINED_COLUMNS;
+
+export function chainHash(previous: string, row: readonly unknown[]): string {
+  return new Bun.CryptoHasher("sha256").update(previous).update(JSON.stringify(row)).digest("hex");
+}
+
+export type ChainCheck =
+  | { ok: true; table: ChainedTable; rows: number }
+  | { ok: false; table: ChainedTable; rows: number; firstBadId: number };
+
+/** Recomputes a table's chain in id order; names the first row whose hash does not match. */
+export function verifyChain(sqlite: Database, table: ChainedTable): ChainCheck {
+  const columns = CHAINED_COLUMNS[table];
+  const rows = sqlite
+    .query<Record<string, unknown>, []>(`SELECT ${columns.join(", ")}, chain_hash FROM ${table} ORDER BY id`)
+    .iterate();
+  let previous = GENESIS;
+  let count = 0;
+  for (const row of rows) {
+    count++;
+    const expected = chainHash(previous, columns.map((column) => row[column]));
+    if (expected !== row.chain_hash) return { ok: false, table, rows: count, firstBadId: row.id as number };
+    previous = expected;
+  }
+  return { ok: true, table, rows: count };
+}

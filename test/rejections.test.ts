@@ -1,0 +1,102 @@
+// Refused deliveries: recorded for the operator without their body, in a ring that cannot grow
+// past its capacity; an address that keeps being refused is answered 429, a valid delivery never.
+import { afterEach, describe, expect, test } from "bun:test";
+import { join } from "node:path";
+import { batchAppender, REJECTIONS_KEPT } from "../src/log/append.ts";
+import { closeEventLog, openEventLog } from "../src/log/database.ts";
+import { RejectionLimiter } from "../src/http/rejection-limit.ts";
+import { sign } from "../src/verify/signature.ts";
+import { signedDelivery, startServer, tempDir, type TestServer } from "./support/server.ts";
+
+let server: TestServer | undefined;
+afterEach(async () => {
+  await server?.stop();
+  server = undefined;
+});
+
+const rows = (s: TestServer) =>
+  s.database.sqlite.query<Record<string, unknown>, []>("SELECT * FROM rejections ORDER BY seq").all();
+
+async function until<T>(read: () => T, done: (value: T) => boolean): Promise<T> {
+  for (let i = 0; i < 100; i++) {
+    const value = read();
+    if (done(value)) return value;
+    await Bun.sleep(20);
+  }
+  return read();
+}
+
+describe("the rejections table", () => {
+  test("holds time, address, status, reason, size and hash, never the body", async () => {
+    server = await startServer();
+    const forged = signedDelivery({}, { secret: "not the configured secret" });
+    expect((await server.post(forged.body, forged.headers)).status).toBe(403);
+    expect((await server.post("not json")).status).toBe(400);
+    const recorded = await until(() => rows(server!), (r) => r.length === 2);
+    expect(recorded.map((r) => [r.status, r.reason, r.body_size])).toEqual([
+      [403, "invalid_signature", Buffer.byteLength(forged.body)],
+      [400, "invalid_body", 8],
+    ]);
+    expect(recorded[0]!.remote_address).toBe("127.0.0.1");
+    expect(recorded[0]!.body_sha256).toBe(new Bun.CryptoHasher("sha256").update(forged.body).digest("hex"));
+    expect(JSON.stringify(recorded)).not.toContain(forged.signedData);
+    expect(server.database.sqlite.query("SELECT count(*) AS n FROM events").get()).toEqual({ n: 0 });
+  });
+
+  test("is a ring: never more than its capacity, the newest kept", () => {
+    const log = openEventLog(join(tempDir(), "ring.db"));
+    const append = batchAppender(log);
+    const refusal = (i: number) => ({ receivedAt: `t${i}`, remoteAddress: "a", status: 403, reason: "invalid_signature", bodySize: i, bodySha256: null });
+    for (let start = 0; start < REJECTIONS_KEPT + 500; start += 1000) {
+      append([], Array.from({ length: 1000 }, (_, k) => refusal(start + k)));
+    }
+    const { n, low, high } = log.sqlite.query<{ n: number; low: number; high: number }, []>(
+      "SELECT count(*) AS n, min(body_size) AS low, max(body_size) AS high FROM rejections",
+    ).get()!;
+    expect(n).toBe(REJECTIONS_KEPT);
+    expect(high).toBe(REJECTIONS_KEPT + 999);
+    expect(low).toBe(high - REJECTIONS_KEPT + 1);
+    closeEventLog(log);
+  });
+});
+
+describe("rate limiting refusals", () => {
+  test("the limiter: an allowance per minute that refills", () => {
+    let now = 0;
+    const limiter = new RejectionLimiter(3, () => now);
+    expect([1, 2, 3, 4].map(() => limiter.allow("a"))).toEqual([true, true, true, false]);
+    expect(limiter.allow("b")).toBe(true);
+    expect(limiter.retryAfter("a")).toBe(20);
+    now += 20_000;
+    expect(limiter.allow("a")).toBe(true);
+    expect(limiter.allow("a")).toBe(false);
+    expect(new RejectionLimiter(0).allow("a")).toBe(true);
+  });
+
+  test("the limiter forgets addresses rather than grow without bound", () => {
+    let now = 0;
+    const limiter = new RejectionLimiter(1, () => now, 100);
+    for (let i = 0; i < 1000; i++) limiter.allow(`10.0.${i >> 8}.${i & 255}`);
+    expect((limiter as unknown as { buckets: Map<string, unknown> }).buckets.size).toBeLessThanOrEqual(100);
+  });
+
+  test("forgeries beyond the allowance get 429 with Retry-After; valid deliveries still get 202", async () => {
+    server = await startServer({ rejectionLimit: 5 });
+    const forged = signedDelivery({}, { secret: "forger" });
+    const statuses: number[] = [];
+    for (let i = 0; i < 8; i++) statuses.push((await server.post(forged.body, forged.headers)).status);
+    expect(statuses).toEqual([403, 403, 403, 403, 403, 429, 429, 429]);
+    const limited = await server.post(forged.body, forged.headers);
+    expect(limited.status).toBe(429);
+    expect(Number(limited.headers.get("retry-after"))).toBeGreaterThan(0);
+    expect((await limited.json()).error).toBe("rate_limited");
+    const valid = signedDelivery();
+    expect((await server.post(valid.body, valid.headers)).status).toBe(202);
+    // Only the refusals within the allowance are written down.
+    expect((await until(() => rows(server!), (r) => r.length >= 5)).length).toBe(5);
+    // A valid signature over a bad payload is still a refusal, limited the same way.
+    const bad = Buffer.from("[]").toString("base64");
+    const response = await server.post(JSON.stringify({ signedData: bad }), { "x-icr-signature-256": sign("It's a Secret to Everybody", bad) });
+    expect(response.status).toBe(429);
+  });
+});
