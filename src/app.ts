@@ -1,6 +1,7 @@
 // The one place the HTTP concerns are composed. Tests build their own instance from a config and
 // an open database; main.ts builds the production one the same way.
 import { Elysia } from "elysia";
+import pkg from "../package.json";
 import type { Config } from "./config.ts";
 import type { EventLogDatabase } from "./log/database.ts";
 import { GroupCommit } from "./log/group-commit.ts";
@@ -8,7 +9,8 @@ import { EventQueries } from "./log/query.ts";
 import { errorHandling } from "./http/errors.ts";
 import { eventsApi } from "./http/events.ts";
 import { health } from "./http/health.ts";
-import { webhook } from "./http/webhook.ts";
+import { metricsEndpoint, ReceiverMetrics } from "./http/metrics.ts";
+import { webhook, type DeliveryOutcome } from "./http/webhook.ts";
 import { silentLogger, type Logger } from "./logger.ts";
 
 // Resolved here, beside main.ts: in the compiled binary every module is bundled into one file at
@@ -21,12 +23,28 @@ export interface AppOptions {
 
 /** The receiver over an open log; it starts the log's writer thread, which `stopApp` ends. */
 export async function createApp(config: Config, database: EventLogDatabase, { logger = silentLogger }: AppOptions = {}) {
-  const writer = await GroupCommit.start({
-    workerUrl: WRITER_WORKER_URL,
-    path: database.path,
-    busyTimeoutMs: database.busyTimeoutMs,
-  });
+  const metrics = new ReceiverMetrics(database.path, pkg.version);
+  const writer = await GroupCommit.start(
+    { workerUrl: WRITER_WORKER_URL, path: database.path, busyTimeoutMs: database.busyTimeoutMs },
+    ({ rows, seconds }) => metrics.commit(rows, seconds),
+  );
   const queries = new EventQueries(database.db);
+  const pathOf = (request: Request) => new URL(request.url).pathname;
+
+  // One log line and one count per delivery; never its body, never a secret (only its label).
+  const onOutcome = (outcome: DeliveryOutcome, remoteAddress: string | null, seconds: number) => {
+    const ms = Math.round(seconds * 10_000) / 10;
+    if (outcome.accepted) {
+      const { appended, secretLabel, envelopeMismatch, event } = outcome;
+      metrics.delivery({ accepted: true, secretLabel, duplicate: appended.duplicate, envelopeMismatch }, seconds);
+      logger("info", "delivery", { status: 202, id: appended.id, duplicate: appended.duplicate, event, secretLabel, envelopeMismatch, remoteAddress, ms });
+    } else {
+      metrics.delivery(outcome, seconds);
+      const { status, reason, detail } = outcome;
+      logger(status >= 500 ? "error" : "warn", "delivery", { status, reason, ...(detail && { detail }), remoteAddress, ms });
+    }
+  };
+
   return new Elysia({
     name: "icr-receiver",
     serve: {
@@ -38,7 +56,12 @@ export async function createApp(config: Config, database: EventLogDatabase, { lo
       reusePort: false,
     },
   })
-    .use(errorHandling({ onUnexpected: (error) => logger("error", "unexpected error", { error: String(error) }) }))
+    .use(
+      errorHandling({
+        onUnexpected: (error) => logger("error", "unexpected error", { error: String(error) }),
+        onAnswer: (request, status, reason) => logger("warn", "request", { method: request.method, path: pathOf(request), status, reason }),
+      }),
+    )
     .use(health({ sqlite: database.sqlite, busyTimeoutMs: database.busyTimeoutMs }))
     .decorate("logWriter", writer)
     .use(
@@ -48,9 +71,17 @@ export async function createApp(config: Config, database: EventLogDatabase, { lo
         bodyLimit: config.bodyLimit,
         rejectionLimit: config.rejectionLimit,
         writer,
+        onOutcome,
       }),
     )
-    .use(eventsApi({ queries, queryToken: config.queryToken }));
+    .use(
+      eventsApi({
+        queries,
+        queryToken: config.queryToken,
+        onServed: (request) => logger("info", "request", { method: request.method, path: pathOf(request), status: 200 }),
+      }),
+    )
+    .use(metricsEndpoint({ metrics, queryToken: config.queryToken }));
 }
 
 export type App = Awaited<ReturnType<typeof createApp>>;

@@ -13,7 +13,7 @@ function sqlite3(path: string, sql: string) {
 }
 
 async function postSome(n: number, repeatEvery = 0) {
-  const sent = [];
+  const sent: ReturnType<typeof signedDelivery>[] = [];
   for (let i = 0; i < n; i++) {
     const d = repeatEvery && i % repeatEvery === 0 && sent.length ? sent[sent.length - 1]! : signedDelivery();
     sent.push(d);

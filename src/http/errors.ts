@@ -30,16 +30,24 @@ function describeInvalid(error: ValidationError): string {
 export interface ErrorHandlingOptions {
   /** Called with errors nobody meant to throw; the client only sees "internal_error". */
   onUnexpected: (error: unknown) => void;
+  /** Called with every error answer, for the request log. */
+  onAnswer: (request: Request, status: number, reason: string) => void;
 }
 
-export const errorHandling = ({ onUnexpected }: ErrorHandlingOptions) =>
-  new Elysia({ name: "error-handling" }).onError({ as: "global" }, ({ code, error }) => {
-    if (error instanceof HttpError) return errorResponse(error.status, error.reason, error.message, error.headers);
-    if (code === "NOT_FOUND") return errorResponse(404, "not_found", "no such path");
-    if (code === "VALIDATION" && error instanceof ValidationError) {
-      return errorResponse(400, "invalid_parameter", describeInvalid(error));
-    }
-    if (code === "PARSE") return errorResponse(400, "invalid_body", "body could not be parsed");
-    onUnexpected(error);
-    return errorResponse(500, "internal_error", "internal error");
+function answer({ code, error }: { code: unknown; error: unknown }, onUnexpected: (error: unknown) => void): Response {
+  if (error instanceof HttpError) return errorResponse(error.status, error.reason, error.message, error.headers);
+  if (code === "NOT_FOUND") return errorResponse(404, "not_found", "no such path");
+  if (code === "VALIDATION" && error instanceof ValidationError) {
+    return errorResponse(400, "invalid_parameter", describeInvalid(error));
+  }
+  if (code === "PARSE") return errorResponse(400, "invalid_body", "body could not be parsed");
+  onUnexpected(error);
+  return errorResponse(500, "internal_error", "internal error");
+}
+
+export const errorHandling = ({ onUnexpected, onAnswer }: ErrorHandlingOptions) =>
+  new Elysia({ name: "error-handling" }).onError({ as: "global" }, (context) => {
+    const response = answer(context, onUnexpected);
+    onAnswer(context.request, response.status, context.error instanceof HttpError ? context.error.reason : String(context.code));
+    return response;
   });

@@ -41,9 +41,17 @@ function logTime(value: string | undefined, parameter: string): string | undefin
   return time.toISOString();
 }
 
-export const eventsApi = ({ queries, queryToken }: { queries: EventQueries; queryToken: string }) =>
+export interface EventsApiOptions {
+  queries: EventQueries;
+  queryToken: string;
+  /** Called for every successful answer, for the request log. */
+  onServed?: (request: Request) => void;
+}
+
+export const eventsApi = ({ queries, queryToken, onServed = () => {} }: EventsApiOptions) =>
   new Elysia({ name: "events-api" })
     .use(bearerAuth(queryToken))
+    .onAfterHandle(({ request }) => onServed(request))
     .get(
       "/events",
       ({ query, request }) => {

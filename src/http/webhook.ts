@@ -6,13 +6,13 @@ import type { GroupCommit } from "../log/group-commit.ts";
 import { eventFacts } from "../verify/delivery.ts";
 import { SIGNATURE_HEADER, type LabelledSecret } from "../verify/signature.ts";
 import { verifyDelivery, type DeliveryRejection } from "../verify/verify-delivery.ts";
-import { HttpError } from "./errors.ts";
+import { errorResponse, HttpError } from "./errors.ts";
 import { RejectionLimiter } from "./rejection-limit.ts";
 
 /** What happened to one delivery: for the answer, the logs and the metrics (never a body or secret). */
 export type DeliveryOutcome =
   | { accepted: true; status: 202; appended: Appended; secretLabel: string; envelopeMismatch: boolean; event: string }
-  | { accepted: false; status: number; reason: string; message: string };
+  | { accepted: false; status: number; reason: string; message: string; detail?: string };
 
 export interface WebhookOptions {
   path: string;
@@ -99,8 +99,9 @@ async function receive(
       secretLabel,
       envelopeMismatch,
     });
-  } catch {
-    return { accepted: false, status: 503, reason: "log_unavailable", message: "the event log cannot be written; nothing was stored" };
+  } catch (error) {
+    const detail = error instanceof Error ? error.message : String(error);
+    return { accepted: false, status: 503, reason: "log_unavailable", message: "the event log cannot be written; nothing was stored", detail };
   }
   return { accepted: true, status: 202, appended, secretLabel, envelopeMismatch, event: facts.event };
 }
@@ -141,7 +142,8 @@ export const webhook = (options: WebhookOptions) => {
         onOutcome(outcome, remoteAddress, (performance.now() - started) / 1000);
         if (!outcome.accepted) {
           const retry = outcome.status === 429 ? { "retry-after": String(limiter.retryAfter(remoteAddress ?? "unknown")) } : undefined;
-          throw new HttpError(outcome.status, outcome.reason, outcome.message, retry);
+          // Returned, not thrown: the outcome is already logged and counted.
+          return errorResponse(outcome.status, outcome.reason, outcome.message, retry);
         }
         set.status = 202;
         return { id: outcome.appended.id, duplicate: outcome.appended.duplicate };

@@ -1,0 +1,102 @@
+// Prometheus text exposition of what an operator watches: deliveries by outcome and secret label,
+// request and commit latency, commit batch sizes, database size, the last accepted delivery.
+// Hand-written (a few counters and histograms) rather than a client library: nothing here needs
+// more, and the hot path only increments numbers.
+import { statSync } from "node:fs";
+import { Elysia } from "elysia";
+import { bearerAuth } from "./auth.ts";
+
+const escape = (value: string) => value.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n");
+const labelText = (labels: Record<string, string>) => {
+  const pairs = Object.entries(labels).map(([k, v]) => `${k}="${escape(v)}"`);
+  return pairs.length ? `{${pairs.join(",")}}` : "";
+};
+
+class Counter {
+  private readonly values = new Map<string, number>();
+  constructor(readonly name: string, readonly help: string) {}
+  inc(labels: Record<string, string> = {}, by = 1): void {
+    const key = labelText(labels);
+    this.values.set(key, (this.values.get(key) ?? 0) + by);
+  }
+  render(): string {
+    const lines = [...this.values].map(([labels, value]) => `${this.name}${labels} ${value}`);
+    return `# HELP ${this.name} ${this.help}\n# TYPE ${this.name} counter\n${lines.join("\n")}${lines.length ? "\n" : ""}`;
+  }
+}
+
+class Histogram {
+  private readonly counts: number[];
+  private sum = 0;
+  private count = 0;
+  constructor(readonly name: string, readonly help: string, private readonly buckets: number[]) {
+    this.counts = buckets.map(() => 0);
+  }
+  observe(value: number): void {
+    this.sum += value;
+    this.count++;
+    for (let i = 0; i < this.buckets.length; i++) if (value <= this.buckets[i]!) this.counts[i]!++;
+  }
+  render(): string {
+    const lines = this.buckets.map((le, i) => `${this.name}_bucket{le="${le}"} ${this.counts[i]}`);
+    lines.push(`${this.name}_bucket{le="+Inf"} ${this.count}`, `${this.name}_sum ${this.sum}`, `${this.name}_count ${this.count}`);
+    return `# HELP ${this.name} ${this.help}\n# TYPE ${this.name} histogram\n${lines.join("\n")}\n`;
+  }
+}
+
+const gauge = (name: string, help: string, value: number) => `# HELP ${name} ${help}\n# TYPE ${name} gauge\n${name} ${value}\n`;
+
+const LATENCY_BUCKETS = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
+
+export class ReceiverMetrics {
+  readonly accepted = new Counter("icr_receiver_deliveries_accepted_total", "Deliveries answered 202 (stored), by the label of the secret that verified them.");
+  readonly duplicates = new Counter("icr_receiver_deliveries_duplicate_total", "Accepted deliveries whose signed payload was already in the log.");
+  readonly mismatches = new Counter("icr_receiver_envelope_mismatch_total", "Accepted deliveries whose unsigned top-level fields disagreed with the signed payload.");
+  readonly rejected = new Counter("icr_receiver_deliveries_rejected_total", "Deliveries not stored, by reason and HTTP status.");
+  readonly requestSeconds = new Histogram("icr_receiver_delivery_duration_seconds", "Time from a delivery's arrival to its answer.", LATENCY_BUCKETS);
+  readonly commitSeconds = new Histogram("icr_receiver_commit_duration_seconds", "Time the writer thread spent on one durable commit.", LATENCY_BUCKETS);
+  readonly batchRows = new Histogram("icr_receiver_commit_batch_size", "Deliveries stored by one commit.", [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]);
+  private lastAccepted = 0;
+
+  constructor(private readonly databasePath: string, private readonly version: string) {}
+
+  delivery(outcome: { accepted: true; secretLabel: string; duplicate: boolean; envelopeMismatch: boolean } | { accepted: false; status: number; reason: string }, seconds: number): void {
+    this.requestSeconds.observe(seconds);
+    if (!outcome.accepted) return this.rejected.inc({ reason: outcome.reason, status: String(outcome.status) });
+    this.accepted.inc({ secret_label: outcome.secretLabel });
+    if (outcome.duplicate) this.duplicates.inc();
+    if (outcome.envelopeMismatch) this.mismatches.inc();
+    this.lastAccepted = Date.now() / 1000;
+  }
+
+  commit(rows: number, seconds: number): void {
+    this.batchRows.observe(rows);
+    this.commitSeconds.observe(seconds);
+  }
+
+  private databaseBytes(): number {
+    const size = (path: string) => statSync(path, { throwIfNoEntry: false })?.size ?? 0;
+    return size(this.databasePath) + size(`${this.databasePath}-wal`);
+  }
+
+  render(): string {
+    return [
+      `# HELP icr_receiver_build_info The running version.\n# TYPE icr_receiver_build_info gauge\nicr_receiver_build_info{version="${escape(this.version)}"} 1\n`,
+      this.accepted.render(),
+      this.duplicates.render(),
+      this.mismatches.render(),
+      this.rejected.render(),
+      this.requestSeconds.render(),
+      this.commitSeconds.render(),
+      this.batchRows.render(),
+      gauge("icr_receiver_database_size_bytes", "Size of the event log file and its write-ahead log.", this.databaseBytes()),
+      gauge("icr_receiver_last_accepted_delivery_timestamp_seconds", "Unix time of the last accepted delivery (0: none since start).", this.lastAccepted),
+      gauge("icr_receiver_resident_memory_bytes", "Resident set size of the process.", process.memoryUsage().rss),
+    ].join("");
+  }
+}
+
+export const metricsEndpoint = ({ metrics, queryToken }: { metrics: ReceiverMetrics; queryToken: string }) =>
+  new Elysia({ name: "metrics" })
+    .use(bearerAuth(queryToken))
+    .get("/metrics", () => new Response(metrics.render(), { headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" } }));
