@@ -52,8 +52,9 @@ export async function createApp(config: Config, database: EventLogDatabase, { lo
       // over the limit itself, reading at most the limit (declared or chunked), and no other
       // route reads a body at all.
       maxRequestBodySize: 2 ** 40,
-      // A second receiver on the same port must fail, not silently share the traffic.
-      reusePort: false,
+      // A second receiver on the same port must fail, not silently share the traffic, unless the
+      // operator asks for it to hand over without a gap (see the README's upgrade steps).
+      reusePort: config.reusePort,
     },
   })
     .use(

@@ -17,6 +17,8 @@ export interface Config {
   bodyLimit: number;
   /** Refused deliveries per minute per address before refusals are answered 429 (0: no limit). */
   rejectionLimit: number;
+  /** Share the port with another receiver (SO_REUSEPORT), for an upgrade without a gap. */
+  reusePort: boolean;
 }
 
 /** Invalid configuration: the message names the setting and never contains a secret. */
@@ -33,6 +35,7 @@ const VALUE_SETTINGS = {
   db: "ICR_RECEIVER_DB",
   "body-limit": "ICR_RECEIVER_BODY_LIMIT",
   "rejection-limit": "ICR_RECEIVER_REJECTION_LIMIT",
+  "reuse-port": "ICR_RECEIVER_REUSE_PORT",
   "secret-file": "ICR_RECEIVER_SECRET_FILE",
   "secrets-file": "ICR_RECEIVER_SECRETS_FILE",
   "query-token-file": "ICR_RECEIVER_QUERY_TOKEN_FILE",
@@ -64,6 +67,7 @@ export const OPTIONS_HELP = `Options (each also read from the environment variab
   --db FILE                SQLite event log          ICR_RECEIVER_DB (default DIR/${DEFAULTS.databaseFile})
   --body-limit SIZE        largest accepted body     ICR_RECEIVER_BODY_LIMIT (default 1MiB; bytes, KiB or MiB)
   --rejection-limit N      refusals/minute/address   ICR_RECEIVER_REJECTION_LIMIT (default ${DEFAULTS.rejectionLimit}; then 429, 0: off)
+  --reuse-port             share the port (upgrades)  ICR_RECEIVER_REUSE_PORT=1 (default off: a taken port is an error)
   --secret-file FILE       one webhook secret        ICR_RECEIVER_SECRET_FILE (or ICR_RECEIVER_SECRET=value)
   --secrets-file FILE      label=secret lines        ICR_RECEIVER_SECRETS_FILE
   --query-token-file FILE  bearer token for queries  ICR_RECEIVER_QUERY_TOKEN_FILE (or ICR_RECEIVER_QUERY_TOKEN=value)
@@ -79,7 +83,9 @@ export function parseFlags(argv: string[]): Partial<Record<Setting, string>> {
     Object.keys(VALUE_SETTINGS).map((name) => [name, { type: "string" as const }]),
   ) as Record<Setting, { type: "string" }>;
   try {
-    const { values } = parseArgs({ args: argv, options, strict: true, allowPositionals: false });
+    // --reuse-port is a switch; as a value setting it reads like its environment variable.
+    const args = argv.map((arg) => (arg === "--reuse-port" ? "--reuse-port=1" : arg));
+    const { values } = parseArgs({ args, options, strict: true, allowPositionals: false });
     return values;
   } catch (error) {
     const message = error instanceof Error ? error.message.split("\n")[0] : String(error);
@@ -215,6 +221,11 @@ export function loadConfig(argv: string[], env: Env, { generateMissing = true } 
   const databasePath = resolve(pick("db", flags, env) ?? join(dataDir, DEFAULTS.databaseFile));
   const bodyLimitValue = pick("body-limit", flags, env);
   const bodyLimit = bodyLimitValue === undefined ? DEFAULTS.bodyLimit : parseSize(bodyLimitValue);
+  const reusePortValue = pick("reuse-port", flags, env) ?? "0";
+  if (!/^(1|0|true|false|yes|no)$/i.test(reusePortValue)) {
+    throw new ConfigError(`${describe("reuse-port")}: "${reusePortValue}" is not one of 1, 0, true, false, yes, no`);
+  }
+  const reusePort = /^(1|true|yes)$/i.test(reusePortValue);
   const rejectionLimitValue = pick("rejection-limit", flags, env);
   const rejectionLimit = rejectionLimitValue === undefined ? DEFAULTS.rejectionLimit : Number(rejectionLimitValue);
   if (!/^\d{1,9}$/.test(rejectionLimitValue ?? "0")) {
@@ -278,7 +289,7 @@ export function loadConfig(argv: string[], env: Env, { generateMissing = true } 
   if (secrets === undefined) throw new ConfigError("no webhook secret configured (ICR_RECEIVER_SECRET, --secret-file or --secrets-file)");
   if (queryToken === undefined) throw new ConfigError("no query token configured (ICR_RECEIVER_QUERY_TOKEN or --query-token-file)");
   return {
-    config: { host, port, webhookPath, dataDir, databasePath, secrets, queryToken, bodyLimit, rejectionLimit },
+    config: { host, port, webhookPath, dataDir, databasePath, secrets, queryToken, bodyLimit, rejectionLimit, reusePort },
     notices,
   };
 }

@@ -26,6 +26,7 @@ export function testConfig(dataDir: string, overrides: Partial<Config> = {}): Co
     bodyLimit: 1024 * 1024,
     // Tests send many refused deliveries from one address on purpose; the limiter has its own test.
     rejectionLimit: 0,
+    reusePort: false,
     ...overrides,
   };
 }
