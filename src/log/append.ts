@@ -55,12 +55,15 @@ function prepare<Row>(sqlite: Database, query: { toSQL(): { sql: string; params:
   return (values: Record<string, unknown> = {}): Row | null => statement.get(...binders.map((bind) => bind(values)));
 }
 
-const toSnakeCase = (name: string) => name.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
+const camelCase = (column: string) => column.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase());
+const CHAINED_KEYS = {
+  events: CHAINED_COLUMNS.events.map(camelCase),
+  deliveries: CHAINED_COLUMNS.deliveries.map(camelCase),
+};
 
 /** The values a chain hash covers, in CHAINED_COLUMNS order, as the database will return them. */
 function chained(table: keyof typeof CHAINED_COLUMNS, row: Record<string, unknown>): unknown[] {
-  const bySnakeName = Object.fromEntries(Object.entries(row).map(([k, v]) => [toSnakeCase(k), v]));
-  return CHAINED_COLUMNS[table].map((column) => bySnakeName[column] ?? null);
+  return CHAINED_KEYS[table].map((key) => row[key] ?? null);
 }
 
 /**
