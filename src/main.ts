@@ -1,27 +1,34 @@
 // The executable: `icr-receiver [serve] [options]`. Exports nothing (a compiled entry must not).
 import pkg from "../package.json";
-import { createApp } from "./app.ts";
+import { createApp, stopApp } from "./app.ts";
+import { commands, COMMANDS_HELP } from "./cli/index.ts";
 import { ConfigError, loadConfig, OPTIONS_HELP } from "./config.ts";
 import { closeEventLog, openEventLog } from "./log/database.ts";
 import { jsonLogger } from "./logger.ts";
+import { notifyReady, notifyStopping, startWatchdog } from "./service/systemd.ts";
 
 const USAGE = `icr-receiver ${pkg.version}: verified ICR webhook deliveries into a durable SQLite event log
 
 Usage: icr-receiver [serve] [options]     receive deliveries (the default command)
+       icr-receiver COMMAND [options]     operate on the event log (COMMAND --help for each)
        icr-receiver --help | --version
 
-${OPTIONS_HELP}`;
+${OPTIONS_HELP}
+
+${COMMANDS_HELP}`;
 
 /** Exit status for configuration errors (sysexits EX_CONFIG), so systemd can refuse to loop on it. */
 const EXIT_CONFIG = 78;
 
+const logger = jsonLogger();
+
 function fail(message: string, status = 1): never {
+  logger.flush();
   process.stderr.write(`icr-receiver: ${message}\n`);
   process.exit(status);
 }
 
 async function serve(argv: string[]): Promise<void> {
-  const logger = jsonLogger();
   const { config, notices } = loadConfig(argv, process.env);
   for (const notice of notices) logger("warn", notice);
 
@@ -31,14 +38,34 @@ async function serve(argv: string[]): Promise<void> {
   } catch (error) {
     fail(`cannot open the event log ${config.databasePath}: ${(error as Error).message}`);
   }
-  const app = createApp(config, database, { logger });
+  const app = await createApp(config, database, { logger });
   try {
     app.listen({ hostname: config.host, port: config.port });
   } catch (error) {
+    await app.decorator.logWriter.close();
     closeEventLog(database);
     fail(`cannot listen on ${config.host}:${config.port}: ${(error as Error).message}`);
   }
   const port = app.server!.port;
+
+  // Under systemd a lost notification means a start timeout or a watchdog kill: say why in the log.
+  const notifyOptions = { onError: (reason: string) => logger("warn", "sd_notify failed", { reason }) };
+  let stopping = false;
+  const stop = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    notifyStopping(undefined, notifyOptions);
+    logger("info", "stopping", { signal });
+    // Stops accepting, then waits for every request in flight: each 202 is committed before it is sent.
+    await stopApp(app);
+    closeEventLog(database);
+    logger("info", "stopped", { signal });
+    logger.flush();
+    process.exit(0);
+  };
+  process.on("SIGTERM", () => void stop("SIGTERM"));
+  process.on("SIGINT", () => void stop("SIGINT"));
+  // Logged once the graceful stop is in place: whoever waits for this line may signal at once.
   logger("info", "listening", {
     host: config.host,
     port,
@@ -46,23 +73,18 @@ async function serve(argv: string[]): Promise<void> {
     database: config.databasePath,
     secretLabels: config.secrets.map((s) => s.label),
   });
-
-  let stopping = false;
-  const stop = async (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    logger("info", "stopping", { signal });
-    // Stops accepting, then waits for every request in flight: each 202 is committed before it is sent.
-    await app.stop();
-    closeEventLog(database);
-    logger("info", "stopped", { signal });
-    process.exit(0);
-  };
-  process.on("SIGTERM", () => void stop("SIGTERM"));
-  process.on("SIGINT", () => void stop("SIGINT"));
+  // Type=notify: ready only now, listening on a migrated log with the graceful stop in place.
+  notifyReady(`listening on ${config.host}:${port}`, notifyOptions);
+  startWatchdog(notifyOptions);
 }
 
 async function main(argv: string[]): Promise<void> {
+  const operatorCommand = argv[0] !== undefined && Object.hasOwn(commands, argv[0]) ? commands[argv[0]] : undefined;
+  if (operatorCommand !== undefined) {
+    // exitCode, not exit(): lets stdout drain into a pipe before the process ends.
+    process.exitCode = await operatorCommand.run(argv.slice(1));
+    return;
+  }
   if (argv.includes("--help") || argv.includes("-h")) return void process.stdout.write(`${USAGE}\n`);
   if (argv.includes("--version")) return void process.stdout.write(`${pkg.version}\n`);
   const [command, ...rest] = argv[0] !== undefined && !argv[0].startsWith("-") ? argv : ["serve", ...argv];

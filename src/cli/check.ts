@@ -1,0 +1,224 @@
+// `icr-receiver check`: is the event log sound? Each check is an entry in CHECKS; a later one (a
+// tamper-evidence hash chain, say) is one more entry and shows up in the report and in --json.
+import { count, eq } from "drizzle-orm";
+import { CHAINED_COLUMNS, verifyChain, type ChainedTable } from "../log/chain.ts";
+import type { EventLogDatabase } from "../log/database.ts";
+import { bundledMigrations, type Migration } from "../log/migrations.ts";
+import { deliveries, events } from "../log/schema.ts";
+import { command, DATABASE_HELP, DATABASE_OPTIONS, databasePath, EXIT, HELP_OPTION, openReadOnly, parse } from "./common.ts";
+import { plural } from "./format.ts";
+
+export interface CheckOutcome {
+  ok: boolean;
+  /** One line for the report. */
+  summary: string;
+  /** What is wrong, one item per problem (shown under a failed check). */
+  problems?: string[];
+  /** Machine-readable facts for --json. */
+  data?: Record<string, unknown>;
+}
+
+export interface Check {
+  name: string;
+  run(log: EventLogDatabase): CheckOutcome;
+}
+
+export interface CheckResult extends CheckOutcome {
+  name: string;
+}
+
+export interface CheckReport {
+  database: string;
+  ok: boolean;
+  checks: CheckResult[];
+}
+
+const integrity: Check = {
+  name: "integrity",
+  run({ sqlite }) {
+    const rows = sqlite.query<{ integrity_check: string }, []>("PRAGMA integrity_check").all();
+    const problems = rows.map((r) => r.integrity_check).filter((message) => message !== "ok");
+    return problems.length === 0
+      ? { ok: true, summary: "PRAGMA integrity_check: ok" }
+      : { ok: false, summary: `PRAGMA integrity_check: ${plural(problems.length, "problem")}`, problems };
+  },
+};
+
+const foreignKeys: Check = {
+  name: "foreign-keys",
+  run({ sqlite }) {
+    const rows = sqlite.query<{ table: string; rowid: number; parent: string }, []>("PRAGMA foreign_key_check").all();
+    const problems = rows.map((r) => `${r.table} row ${r.rowid} refers to a missing ${r.parent} row`);
+    return problems.length === 0
+      ? { ok: true, summary: "every delivery belongs to an event" }
+      : { ok: false, summary: `${plural(problems.length, "dangling reference")}`, problems: problems.slice(0, 20) };
+  },
+};
+
+/** The triggers drizzle/0001_append_only.sql creates. */
+export const APPEND_ONLY_TRIGGERS = [
+  { name: "events_no_update", table: "events", operation: "UPDATE" },
+  { name: "events_no_delete", table: "events", operation: "DELETE" },
+  { name: "deliveries_no_update", table: "deliveries", operation: "UPDATE" },
+  { name: "deliveries_no_delete", table: "deliveries", operation: "DELETE" },
+] as const;
+
+const appendOnly: Check = {
+  name: "append-only",
+  run({ sqlite }) {
+    const rows = sqlite
+      .query<{ name: string; tbl_name: string; sql: string | null }, []>(
+        "SELECT name, tbl_name, sql FROM sqlite_master WHERE type = 'trigger'",
+      )
+      .all();
+    const problems: string[] = [];
+    for (const expected of APPEND_ONLY_TRIGGERS) {
+      const row = rows.find((r) => r.name === expected.name);
+      const sql = row?.sql ?? "";
+      if (row === undefined) problems.push(`trigger ${expected.name} is missing`);
+      else if (
+        row.tbl_name !== expected.table ||
+        !new RegExp(`\\bBEFORE\\s+${expected.operation}\\b`, "i").test(sql) ||
+        !/RAISE\s*\(\s*ABORT\b/i.test(sql)
+      ) {
+        problems.push(`trigger ${expected.name} no longer aborts every ${expected.operation} on ${expected.table}`);
+      }
+    }
+    return problems.length === 0
+      ? { ok: true, summary: `${APPEND_ONLY_TRIGGERS.length} append-only triggers present` }
+      : { ok: false, summary: `append-only enforcement broken: ${plural(problems.length, "problem")}`, problems };
+  },
+};
+
+const hashChain: Check = {
+  name: "hash-chain",
+  run({ sqlite }) {
+    const problems: string[] = [];
+    const data: Record<string, number> = {};
+    for (const table of Object.keys(CHAINED_COLUMNS) as ChainedTable[]) {
+      const result = verifyChain(sqlite, table);
+      data[table] = result.rows;
+      if (!result.ok) problems.push(`${table}: the chain breaks at id ${result.firstBadId} (that row was edited, or one before it removed)`);
+    }
+    const tables = Object.entries(data).map(([table, rows]) => `${table} (${plural(rows, "row")})`);
+    return problems.length === 0
+      ? { ok: true, summary: `chains verify: ${tables.join(", ")}`, data }
+      : { ok: false, summary: `tampering evident: ${plural(problems.length, "broken chain")}`, problems, data };
+  },
+};
+
+/** Compares the migrations recorded in the database with the ones this binary carries. Pure. */
+export function compareMigrations(
+  bundled: readonly Pick<Migration, "tag" | "createdAt" | "hash">[],
+  applied: readonly { hash: string; created_at: number | string }[],
+): CheckOutcome {
+  const problems: string[] = [];
+  const appliedAt = new Map(applied.map((row) => [Number(row.created_at), row.hash]));
+  for (const migration of bundled) {
+    const hash = appliedAt.get(migration.createdAt);
+    if (hash === undefined) problems.push(`${migration.tag} is not applied (run icr-receiver migrate)`);
+    else if (hash !== migration.hash) problems.push(`${migration.tag} was applied from different SQL than this binary carries`);
+  }
+  const known = new Set(bundled.map((m) => m.createdAt));
+  const unknown = applied.filter((row) => !known.has(Number(row.created_at))).length;
+  if (unknown > 0) problems.push(`${plural(unknown, "applied migration")} unknown to this binary (is it older than the database?)`);
+  const data = { bundled: bundled.length, applied: applied.length };
+  return problems.length === 0
+    ? { ok: true, summary: `${bundled.length} of ${bundled.length} migrations applied`, data }
+    : { ok: false, summary: `migrations out of step: ${plural(problems.length, "problem")}`, problems, data };
+}
+
+const migrations: Check = {
+  name: "migrations",
+  run({ sqlite }) {
+    const table = sqlite.query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '__drizzle_migrations'").get();
+    if (table === null) {
+      return { ok: false, summary: "no __drizzle_migrations table: not migrated (run icr-receiver migrate)" };
+    }
+    const applied = sqlite
+      .query<{ hash: string; created_at: number }, []>("SELECT hash, created_at FROM __drizzle_migrations")
+      .all();
+    return compareMigrations(bundledMigrations(), applied);
+  },
+};
+
+const counts: Check = {
+  name: "counts",
+  run({ db }) {
+    // runChecks holds one read transaction, so the three counts agree while the server writes.
+    const eventCount = db.select({ n: count() }).from(events).get()!.n;
+    const deliveryCount = db.select({ n: count() }).from(deliveries).get()!.n;
+    const duplicates = db.select({ n: count() }).from(deliveries).where(eq(deliveries.duplicate, true)).get()!.n;
+    const data = { events: eventCount, deliveries: deliveryCount, duplicates };
+    const summary = `${plural(eventCount, "event")}, ${plural(deliveryCount, "delivery", "deliveries")}, ${plural(duplicates, "duplicate")}`;
+    // Every event is stored with exactly one first (non-duplicate) delivery.
+    const firsts = deliveryCount - duplicates;
+    return firsts === eventCount
+      ? { ok: true, summary, data }
+      : {
+          ok: false,
+          summary,
+          problems: [`${plural(firsts, "first delivery", "first deliveries")} for ${plural(eventCount, "event")}`],
+          data,
+        };
+  },
+};
+
+export const CHECKS: readonly Check[] = [integrity, foreignKeys, appendOnly, hashChain, migrations, counts];
+
+/** Runs every check in one read transaction (one consistent snapshot); a check that throws fails. */
+export function runChecks(database: string, log: EventLogDatabase, checks: readonly Check[] = CHECKS): CheckReport {
+  const results: CheckResult[] = [];
+  log.sqlite.run("BEGIN");
+  try {
+    for (const check of checks) {
+      try {
+        results.push({ name: check.name, ...check.run(log) });
+      } catch (error) {
+        results.push({ name: check.name, ok: false, summary: `could not run: ${(error as Error).message}` });
+      }
+    }
+  } finally {
+    log.sqlite.run("COMMIT");
+  }
+  return { database, ok: results.every((r) => r.ok), checks: results };
+}
+
+export function formatReport(report: CheckReport): string {
+  const width = Math.max(...report.checks.map((c) => c.name.length));
+  const lines = [`${report.database}`];
+  for (const check of report.checks) {
+    lines.push(`  ${check.ok ? "ok  " : "FAIL"}  ${check.name.padEnd(width)}  ${check.summary}`);
+    for (const problem of check.problems ?? []) lines.push(`        ${" ".repeat(width)}  - ${problem}`);
+  }
+  const failed = report.checks.filter((c) => !c.ok).length;
+  lines.push(failed === 0 ? "all checks passed" : `${plural(failed, "check")} failed`);
+  return lines.map((l) => `${l}\n`).join("");
+}
+
+const OPTIONS = { ...HELP_OPTION, ...DATABASE_OPTIONS, json: { type: "boolean" } } as const;
+
+const HELP = `Usage: icr-receiver check [options]
+
+Checks the event log, read-only (safe while the server runs): PRAGMA integrity_check, foreign
+keys, the append-only triggers (${APPEND_ONLY_TRIGGERS.map((t) => t.name).join(", ")}),
+the tamper-evidence hash chain of every row, migrations all applied, and counts (events,
+deliveries, duplicates; one first delivery per event).
+
+Options:
+  --json                   print the report as one JSON object
+
+${DATABASE_HELP}`;
+
+export const checkCommand = command("check", "check integrity, append-only triggers, hash chain, migrations, counts", HELP, async (argv, env) => {
+  const { values } = parse(argv, OPTIONS);
+  const path = databasePath(values, env);
+  const log = openReadOnly(path);
+  try {
+    const report = runChecks(path, log);
+    process.stdout.write(values.json ? `${JSON.stringify(report)}\n` : formatReport(report));
+    return report.ok ? EXIT.ok : EXIT.failed;
+  } finally {
+    log.sqlite.close();
+  }
+});
