@@ -100,6 +100,12 @@ function pick(setting: Setting, flags: Partial<Record<Setting, string>>, env: En
   return flags[setting] ?? env[VALUE_SETTINGS[setting]];
 }
 
+/** The data directory and the database file, from --data-dir/--db or the environment (absolute). */
+export function resolvePaths(flags: { "data-dir"?: string; db?: string }, env: Env) {
+  const dataDir = resolve(pick("data-dir", flags, env) ?? DEFAULTS.dataDir);
+  return { dataDir, databasePath: resolve(pick("db", flags, env) ?? join(dataDir, DEFAULTS.databaseFile)) };
+}
+
 export function parsePort(value: string, setting = "--port / ICR_RECEIVER_PORT"): number {
   const port = /^\d{1,5}$/.test(value) ? Number(value) : NaN;
   if (!(port >= 0 && port <= 65535)) throw new ConfigError(`${setting}: "${value}" is not a port number (0-65535)`);
@@ -217,8 +223,7 @@ export function loadConfig(argv: string[], env: Env, { generateMissing = true } 
   if (!/^\/[A-Za-z0-9._~\-/]*$/.test(webhookPath) || /^\/(events|healthz|readyz|metrics)(\/|$)/.test(webhookPath)) {
     throw new ConfigError(`${describe("webhook-path")}: "${webhookPath}" is not a free absolute path`);
   }
-  const dataDir = resolve(pick("data-dir", flags, env) ?? DEFAULTS.dataDir);
-  const databasePath = resolve(pick("db", flags, env) ?? join(dataDir, DEFAULTS.databaseFile));
+  const { dataDir, databasePath } = resolvePaths(flags, env);
   const bodyLimitValue = pick("body-limit", flags, env);
   const bodyLimit = bodyLimitValue === undefined ? DEFAULTS.bodyLimit : parseSize(bodyLimitValue);
   const reusePortValue = pick("reuse-port", flags, env) ?? "0";

@@ -1,9 +1,9 @@
 // What every operator command shares: exit codes, strict option parsing, one-line errors, where
 // the database is, the webhook secrets, and output that respects back-pressure and closed pipes.
 import { closeSync, existsSync, fsyncSync, linkSync, openSync, renameSync, rmSync } from "node:fs";
-import { basename, dirname, join, resolve } from "node:path";
+import { basename, dirname, join } from "node:path";
 import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
-import { ConfigError, DEFAULTS, loadConfig } from "../config.ts";
+import { ConfigError, DEFAULTS, loadConfig, resolvePaths } from "../config.ts";
 import { openEventLogReadOnly, type EventLogDatabase } from "../log/database.ts";
 import type { LabelledSecret } from "../verify/signature.ts";
 
@@ -117,8 +117,7 @@ export const DATABASE_HELP = `Database (as for serve):
 
 /** The event log path, resolved exactly as `serve` resolves it, without needing any secret. */
 export function databasePath(values: { db?: string; "data-dir"?: string }, env: Env): string {
-  const dataDir = resolve(values["data-dir"] ?? env.ICR_RECEIVER_DATA_DIR ?? DEFAULTS.dataDir);
-  return resolve(values.db ?? env.ICR_RECEIVER_DB ?? join(dataDir, DEFAULTS.databaseFile));
+  return resolvePaths(values, env).databasePath;
 }
 
 /** Opens an existing log read-only (never creates one, never migrates, never blocks the server). */

@@ -1,5 +1,6 @@
 // The HTTP API's event filters (src/http/events.ts) as command-line options. Pure.
 import type { EventFilter } from "../log/query.ts";
+import { toLogTime } from "../log/time.ts";
 import { UsageError } from "./common.ts";
 
 export const FILTER_OPTIONS = {
@@ -18,8 +19,7 @@ export const FILTER_HELP = `Filters (as GET /events):
   --until TIME             received before TIME (exclusive)
 TIME is ISO-8601 (2025-01-31, 2025-01-31T12:00:00Z, …+01:00) or an age such as 90s, 15m, 2h, 7d.`;
 
-// The same shape GET /events accepts, plus ages relative to `now`.
-const ISO_TIME = /^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2}))?$/;
+// The times GET /events accepts, plus ages relative to `now`.
 const AGE = /^(\d{1,9})(s|m|h|d)$/;
 const UNIT_MS = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
 
@@ -27,14 +27,10 @@ const UNIT_MS = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
 export function parseTime(value: string, option: string, now: Date = new Date()): string {
   const age = AGE.exec(value);
   const time = age
-    ? new Date(now.getTime() - Number(age[1]) * UNIT_MS[age[2] as keyof typeof UNIT_MS])
-    : ISO_TIME.test(value)
-      ? new Date(value)
-      : new Date(NaN);
-  if (Number.isNaN(time.getTime())) {
-    throw new UsageError(`${option}: "${value}" is neither an ISO-8601 time nor an age like 15m`);
-  }
-  return time.toISOString();
+    ? new Date(now.getTime() - Number(age[1]) * UNIT_MS[age[2] as keyof typeof UNIT_MS]).toISOString()
+    : toLogTime(value);
+  if (time === null) throw new UsageError(`${option}: "${value}" is neither an ISO-8601 time nor an age like 15m`);
+  return time;
 }
 
 function name(value: string | undefined, option: string): string | undefined {

@@ -1,17 +1,17 @@
 // The query API over the log: GET /events (filtered, keyset-paginated) and GET /events/:id.
 import { Elysia, t } from "elysia";
 import type { EventQueries } from "../log/query.ts";
+import { ISO_TIME_PATTERN, toLogTime } from "../log/time.ts";
 import { bearerAuth } from "./auth.ts";
 import { HttpError } from "./errors.ts";
 
-const ISO_TIME = "^\\d{4}-\\d{2}-\\d{2}(T\\d{2}:\\d{2}(:\\d{2}(\\.\\d{1,9})?)?(Z|[+-]\\d{2}:\\d{2}))?$";
 const CURSOR = "^[1-9][0-9]{0,15}$";
 // Each schema carries its own error text: Elysia's validation errors do not always say which
 // parameter failed (a coerced number's error has an empty path).
 const name = (parameter: string) =>
   t.Optional(t.String({ minLength: 1, maxLength: 256, error: `${parameter} must be 1 to 256 characters` }));
 const isoTime = (parameter: string) =>
-  t.Optional(t.String({ pattern: ISO_TIME, error: `${parameter} must be an ISO-8601 time` }));
+  t.Optional(t.String({ pattern: ISO_TIME_PATTERN, error: `${parameter} must be an ISO-8601 time` }));
 
 export const EventsQuery = t.Object({
   event: name("event"),
@@ -33,12 +33,12 @@ function refuseUnknownParameters(request: Request): void {
   }
 }
 
-/** ISO-8601 in, the log's own format (UTC, milliseconds) out, so string comparison is time order. */
+/** ISO-8601 in, the log's own format out, so string comparison is time order. */
 function logTime(value: string | undefined, parameter: string): string | undefined {
   if (value === undefined) return undefined;
-  const time = new Date(value);
-  if (Number.isNaN(time.getTime())) throw new HttpError(400, "invalid_parameter", `${parameter} is not a valid time`);
-  return time.toISOString();
+  const time = toLogTime(value);
+  if (time === null) throw new HttpError(400, "invalid_parameter", `${parameter} is not a valid time`);
+  return time;
 }
 
 export interface EventsApiOptions {
