@@ -1,0 +1,73 @@
+// What one benchmark run does, in full and in quick mode, and the targets of issue 3.
+
+export interface Settings {
+  mode: "full" | "quick";
+  /** wrk threads (each with its own Lua state and its own share of the deliveries). */
+  threads: number;
+  /** Keep-alive connection counts of the ingest runs; the first one is the one the targets use. */
+  connections: number[];
+  warmupSeconds: number;
+  seconds: number;
+  /**
+   * Connections are many and mostly idle on purpose: wrk corrects its percentiles for coordinated
+   * omission by adding samples for every response slower than twice connections/rate, and here a
+   * slow response delays no other request (each one claims the next slot of the thread's schedule),
+   * so that correction must stay far above the 5 ms target (64 connections at 1,000 req/s: 128 ms).
+   */
+  fixedRate: { rate: number; connections: number; warmupSeconds: number; seconds: number };
+  sustained: { seconds: number; rssEarlyAt: number };
+  query: {
+    events: number;
+    /** Of every 10 events, how many are the (event, organization) pair the benchmark pages through. */
+    matchingPerTen: number;
+    pages: number;
+    repeats: number;
+  };
+  /** The whole run is aborted (and cleaned up) past this. */
+  watchdogSeconds: number;
+}
+
+export const FULL: Settings = {
+  mode: "full",
+  threads: 2,
+  connections: [32, 256],
+  warmupSeconds: 2,
+  seconds: 10,
+  fixedRate: { rate: 1000, connections: 64, warmupSeconds: 2, seconds: 10 },
+  sustained: { seconds: 60, rssEarlyAt: 10 },
+  // 20% of 1,000,000 = 200,000 matching events: 2,000 pages of 100.
+  query: { events: 1_000_000, matchingPerTen: 2, pages: 1000, repeats: 200 },
+  watchdogSeconds: 14 * 60,
+};
+
+export const QUICK: Settings = {
+  mode: "quick",
+  threads: 2,
+  connections: [32, 256],
+  warmupSeconds: 1,
+  seconds: 3,
+  fixedRate: { rate: 1000, connections: 64, warmupSeconds: 1, seconds: 3 },
+  sustained: { seconds: 12, rssEarlyAt: 4 },
+  // 60% of 200,000 = 120,000 matching events: still 1,000 full pages to walk.
+  query: { events: 200_000, matchingPerTen: 6, pages: 1000, repeats: 50 },
+  watchdogSeconds: 5 * 60,
+};
+
+export const TARGETS = {
+  /** Receiver req/s at the first connection count, as a multiple of the durable floor's. */
+  floorRatio: 0.6,
+  /** ... and of the Express peer's. */
+  expressRatio: 8,
+  /** p99 at the fixed rate, ms. */
+  fixedRateP99Ms: 5,
+  /** p95 of GET /events pages (first page and the 1,000th), ms. */
+  queryP95Ms: 10,
+  /** "Page 1000 as fast as page 1": its p50 at most this multiple of page 1's p50. */
+  lastPageSlowdown: 1.5,
+  /** Peak RSS of the receiver during the ingest runs, bytes (MB = 10^6 bytes throughout). */
+  peakRssBytes: 150e6,
+  /** "No growth": RSS at the end of the sustained run at most this much above RSS early in it
+   * (a garbage-collected runtime's RSS wobbles by a few MB; a leak under ~20,000 req/s does not stay
+   * that small for a minute). */
+  rssGrowthBytes: 10e6,
+} as const;

@@ -1,0 +1,177 @@
+// The one table the run ends with (Markdown, so it pastes into the README as it is), the receiver's
+// ratios to each peer, the extra figures, and PASS/FAIL against issue 3's targets.
+import { TARGETS, type Settings } from "./config.ts";
+import type { FixedRateResult, IngestResult, SustainedResult } from "./ingest.ts";
+import type { Machine, Noise } from "./machine.ts";
+import type { QueryResult } from "./query.ts";
+import { SERVER_KINDS, type ServerKind } from "./servers.ts";
+import { socketErrorCount } from "./wrk.ts";
+
+export interface RunReport {
+  settings: Settings;
+  command: string;
+  startedAt: Date;
+  elapsedSeconds: number;
+  revision: string;
+  machine: Machine;
+  noiseBefore: Noise;
+  noiseAfter: Noise;
+  meanBodyBytes: number;
+  ingest: IngestResult[];
+  fixedRate: FixedRateResult;
+  sustained: SustainedResult;
+  query: QueryResult;
+  problems: string[];
+}
+
+const SHORT: Record<ServerKind, string> = {
+  ceiling: "HTTP ceiling",
+  floor: "durable floor",
+  express: "Express peer",
+  receiver: "**icr-receiver**",
+};
+
+const int = (n: number) => Math.round(n).toLocaleString("en-US");
+const ms = (n: number) => (Number.isFinite(n) ? n.toFixed(n < 10 ? 2 : 1) : "n/a");
+const mb = (bytes: number) => (bytes / 1e6).toFixed(1);
+const pct = (share: number) => `${Math.round(share * 100)}%`;
+const verdict = (pass: boolean) => (pass ? "PASS" : "**FAIL**");
+
+function table(header: string[], rows: string[][]): string {
+  return [`| ${header.join(" | ")} |`, `| ${header.map(() => "---").join(" | ")} |`, ...rows.map((r) => `| ${r.join(" | ")} |`)].join("\n");
+}
+
+interface Verdicts {
+  lines: string[][];
+  failures: number;
+}
+
+function find(results: IngestResult[], kind: ServerKind, connections: number): IngestResult | undefined {
+  return results.find((r) => r.kind === kind && r.connections === connections);
+}
+
+function ingestTable(report: RunReport): string {
+  const rows: string[][] = [];
+  for (const connections of report.settings.connections) {
+    for (const kind of SERVER_KINDS) {
+      const r = find(report.ingest, kind, connections);
+      if (r === undefined) continue;
+      rows.push([
+        SHORT[kind],
+        String(connections),
+        int(r.wrk.reqPerSec),
+        ms(r.wrk.latencyMs.p50),
+        ms(r.wrk.latencyMs.p99),
+        mb(r.peakRssBytes),
+        int(r.wrk.non2xx),
+        int(socketErrorCount(r.wrk)),
+        pct(r.wrk.noise.other),
+      ]);
+    }
+  }
+  return table(["server", "conns", "req/s", "p50 ms", "p99 ms", "peak RSS MB", "non-2xx", "socket errors", "other CPU"], rows);
+}
+
+function ratioTable(report: RunReport, verdicts: Verdicts): string {
+  const rows: string[][] = [];
+  for (const [index, connections] of report.settings.connections.entries()) {
+    const rate = (kind: ServerKind) => find(report.ingest, kind, connections)?.wrk.reqPerSec ?? NaN;
+    const receiver = rate("receiver");
+    const floor = receiver / rate("floor");
+    const express = receiver / rate("express");
+    const ceiling = receiver / rate("ceiling");
+    const targeted = index === 0; // the targets are stated for the first connection count (32)
+    const floorPass = floor >= TARGETS.floorRatio;
+    const expressPass = express >= TARGETS.expressRatio;
+    if (targeted) {
+      verdicts.lines.push([`receiver / durable floor, ${connections} connections`, `${floor.toFixed(2)}x`, `>= ${TARGETS.floorRatio}x`, verdict(floorPass)]);
+      verdicts.lines.push([`receiver / Express peer, ${connections} connections`, `${express.toFixed(1)}x`, `>= ${TARGETS.expressRatio}x`, verdict(expressPass)]);
+      verdicts.failures += Number(!floorPass) + Number(!expressPass);
+    }
+    rows.push([String(connections), `${floor.toFixed(2)}x`, `${express.toFixed(1)}x`, `${ceiling.toFixed(2)}x`]);
+  }
+  return table(["conns", "receiver / floor", "receiver / Express", "receiver / ceiling"], rows);
+}
+
+function extraFigures(report: RunReport, verdicts: Verdicts): void {
+  const { fixedRate, sustained, query } = report;
+  const add = (figure: string, value: string, target: string, pass: boolean | null) => {
+    verdicts.lines.push([figure, value, target, pass === null ? "" : verdict(pass)]);
+    if (pass === false) verdicts.failures++;
+  };
+  add(
+    `p99 at a fixed ${int(fixedRate.rate)} req/s (achieved ${int(fixedRate.wrk.reqPerSec)} req/s, ${fixedRate.connections} conns; p50 ${ms(fixedRate.wrk.latencyMs.p50)} ms)`,
+    `${ms(fixedRate.wrk.latencyMs.p99)} ms`,
+    `<= ${TARGETS.fixedRateP99Ms} ms`,
+    fixedRate.wrk.latencyMs.p99 <= TARGETS.fixedRateP99Ms && fixedRate.wrk.reqPerSec >= fixedRate.rate * 0.95,
+  );
+  const receiverRuns = [...report.ingest.filter((r) => r.kind === "receiver"), sustained];
+  const peak = Math.max(...receiverRuns.map((r) => r.peakRssBytes));
+  add("receiver peak RSS over all ingest runs", `${mb(peak)} MB`, `<= ${mb(TARGETS.peakRssBytes)} MB`, peak <= TARGETS.peakRssBytes);
+  const growth = sustained.rssEnd.bytes - sustained.rssEarly.bytes;
+  add(
+    `RSS during a ${sustained.seconds}-s sustained run (${int(sustained.wrk.reqPerSec)} req/s): at ${sustained.rssEarly.at} s / at ${sustained.rssEnd.at} s`,
+    `${mb(sustained.rssEarly.bytes)} / ${mb(sustained.rssEnd.bytes)} MB (${growth >= 0 ? "+" : ""}${mb(growth)} MB)`,
+    `growth <= ${mb(TARGETS.rssGrowthBytes)} MB`,
+    growth <= TARGETS.rssGrowthBytes,
+  );
+  const checks = [...receiverRuns, fixedRate].map((r) => r.logCheck).filter((c) => c !== null);
+  const acknowledged = checks.reduce((s, c) => s + c.acknowledged, 0);
+  const stored = checks.reduce((s, c) => s + c.deliveries, 0);
+  const missing = checks.reduce((s, c) => s + c.missing, 0);
+  add(
+    `2xx deliveries in the log (${checks.length} receiver runs)`,
+    `${int(acknowledged)} acknowledged, ${int(stored)} stored, ${int(missing)} missing`,
+    "none missing",
+    missing === 0 && checks.every((c) => c.problems.length === 0),
+  );
+  const scale = `${int(query.events)} events, ${int(query.matching)} matching`;
+  add(`GET /events first page p50 / p95 (${scale}; ${query.firstPage.count} times)`, `${ms(query.firstPage.p50)} / ${ms(query.firstPage.p95)} ms`, `p95 <= ${TARGETS.queryP95Ms} ms`, query.firstPage.p95 <= TARGETS.queryP95Ms);
+  add(
+    `GET /events walking pages 1-${query.walk.pages} by cursor, p50 / p95 (max)`,
+    `${ms(query.walk.p50)} / ${ms(query.walk.p95)} ms (${ms(query.walk.max)})`,
+    `p95 <= ${TARGETS.queryP95Ms} ms`,
+    query.walk.p95 <= TARGETS.queryP95Ms && query.walk.pages === query.lastPage.page,
+  );
+  add(
+    `GET /events page ${query.lastPage.page} p50 / p95 (${query.lastPage.count} times)`,
+    `${ms(query.lastPage.p50)} / ${ms(query.lastPage.p95)} ms`,
+    `p95 <= ${TARGETS.queryP95Ms} ms, p50 <= ${TARGETS.lastPageSlowdown}x page 1's`,
+    query.lastPage.p95 <= TARGETS.queryP95Ms && query.lastPage.p50 <= TARGETS.lastPageSlowdown * query.firstPage.p50,
+  );
+  add(`start-up to ready on the ${int(query.events)}-event log (${(query.databaseBytes / 2 ** 30).toFixed(2)} GiB), spawn to /healthz 200`, `${int(query.startupMs)} ms`, "reported", null);
+  add(`idle RSS on that log (1 s after ready)`, `${mb(query.idleRssBytes)} MB`, "reported", null);
+  add(`peak RSS while serving the queries`, `${mb(query.peakRssBytes)} MB`, "reported", null);
+}
+
+export function renderReport(report: RunReport): { text: string; failures: number } {
+  const { machine, settings } = report;
+  const verdicts: Verdicts = { lines: [], failures: 0 };
+  const ingest = ingestTable(report);
+  const ratios = ratioTable(report, verdicts);
+  extraFigures(report, verdicts);
+  const noise = (n: Noise) => `other CPU ${pct(n.other)}, steal ${pct(n.steal)}, load average ${n.loadavg1m.toFixed(2)}`;
+  const lines = [
+    `## icr-receiver benchmark (${settings.mode} mode), ${report.startedAt.toISOString().slice(0, 16).replace("T", " ")} UTC`,
+    "",
+    `- Command: \`${report.command}\`; source ${report.revision}; took ${int(report.elapsedSeconds)} s.`,
+    `- Machine: ${machine.cpus} x ${machine.cpuModel}, ${machine.memoryGiB} GiB, ${machine.os}, Linux ${machine.kernel}; bun ${machine.bun}, node ${machine.node}, ${machine.wrk}.`,
+    `- Load: \`wrk -t${settings.threads} -c<conns>\` keep-alive on 127.0.0.1, ${settings.warmupSeconds} s warm-up then ${settings.seconds} s measured, a fresh server and database per row; ` +
+      `every request a distinct validly signed delivery (mean body ${int(report.meanBodyBytes)} B), each wrk thread with its own share; ` +
+      "latency percentiles as wrk reports them (with its coordinated-omission correction); MB = 10^6 bytes.",
+    `- Other people's load: before ${noise(report.noiseBefore)}; after ${noise(report.noiseAfter)}; "other CPU" in the table is the share of the machine used by processes other than the server, wrk and the benchmark during that row.`,
+    "",
+    ingest,
+    "",
+    ratios,
+    "",
+    table(["figure", "value", "target", "result"], verdicts.lines),
+    "",
+  ];
+  if (report.problems.length > 0) {
+    lines.push("**The run is invalid:**", ...report.problems.map((p) => `- ${p}`), "");
+  } else {
+    lines.push(verdicts.failures === 0 ? "All targets met." : `${verdicts.failures} target(s) missed.`, "");
+  }
+  return { text: lines.join("\n"), failures: verdicts.failures };
+}

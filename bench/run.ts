@@ -1,0 +1,178 @@
+// `bun run bench [--quick] [--no-peer-cache]`: issue 3's benchmark. Installs wrk if needed, builds
+// the receiver, installs the Express peer, then measures, in one run and under the same load, the
+// HTTP ceiling, the durable floor, the Express peer and the compiled receiver; then the receiver
+// alone at a fixed rate, for a sustained minute, and on a log of 1,000,000 events. Prints one
+// Markdown report with PASS/FAIL against the targets.
+//
+// Exit status: 0 every target met; 2 the run is valid but a target was missed; 1 the run is invalid
+// (an error, a receiver failure, a 2xx delivery missing from the log, a pool that ran dry).
+//
+// Loopback only; every process it starts is stopped and every file it writes is removed at the end,
+// on error and on Ctrl-C too (except the Express peer's install cache, see setup.ts).
+import { randomBytes } from "node:crypto";
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { FULL, QUICK, type Settings } from "./config.ts";
+import { DeliveryPool } from "./deliveries.ts";
+import { measureFixedRate, measureIngest, measureSustained, type IngestContext, type IngestResult } from "./ingest.ts";
+import { describeMachine, sampleNoise } from "./machine.ts";
+import { stopAll } from "./processes.ts";
+import { measureQueries } from "./query.ts";
+import { renderReport } from "./report.ts";
+import { SERVER_KINDS, SERVER_LABELS } from "./servers.ts";
+import { buildReceiver, ensureWrk, expressPeer, sourceRevision } from "./setup.ts";
+import { socketErrorCount } from "./wrk.ts";
+
+const USAGE = `usage: bun run bench [--quick] [--no-peer-cache]
+  --quick          a short smoke run (about 2 minutes): shorter runs, a 200,000-event log
+  --no-peer-cache  install the Express peer into the run's temporary directory instead of reusing
+                   the copy cached under ~/.cache/icr-receiver-bench (its native build takes ~1.5 min)`;
+
+const REPO_DIR = resolve(import.meta.dir, "..");
+const PEERS_DIR = resolve(REPO_DIR, "..", "shared", "peers");
+
+const log = (line: string) => console.log(line);
+
+function parseArgs(argv: string[]): { settings: Settings; peerCache: boolean } {
+  const known = new Set(["--quick", "--no-peer-cache", "--help", "-h"]);
+  const unknown = argv.filter((a) => !known.has(a));
+  if (argv.includes("--help") || argv.includes("-h") || unknown.length > 0) {
+    if (unknown.length > 0) console.error(`unknown argument(s): ${unknown.join(" ")}`);
+    console.error(USAGE);
+    process.exit(unknown.length > 0 ? 64 : 0);
+  }
+  return { settings: argv.includes("--quick") ? QUICK : FULL, peerCache: !argv.includes("--no-peer-cache") };
+}
+
+/** Stops every child and removes the run's directory; safe to call more than once. */
+function makeCleanup(root: string): () => Promise<void> {
+  let done: Promise<void> | null = null;
+  return () =>
+    (done ??= (async () => {
+      await stopAll();
+      rmSync(root, { recursive: true, force: true });
+    })());
+}
+
+function describe(r: IngestResult): string {
+  const w = r.wrk;
+  return (
+    `  ${SERVER_LABELS[r.kind]}, ${r.connections} conns: ${Math.round(w.reqPerSec).toLocaleString("en-US")} req/s, ` +
+    `p50 ${w.latencyMs.p50.toFixed(2)} ms, p99 ${w.latencyMs.p99.toFixed(2)} ms, peak RSS ${(r.peakRssBytes / 1e6).toFixed(1)} MB, ` +
+    `non-2xx ${w.non2xx}, socket errors ${socketErrorCount(w)}, other CPU ${Math.round(w.noise.other * 100)}%`
+  );
+}
+
+async function main(): Promise<number> {
+  const { settings, peerCache } = parseArgs(Bun.argv.slice(2));
+  const startedAt = new Date();
+  const started = performance.now();
+  const root = mkdtempSync(join(tmpdir(), "icr-receiver-bench-"));
+  const cleanup = makeCleanup(root);
+  let interrupted = false;
+  for (const signal of ["SIGINT", "SIGTERM"] as const) {
+    process.on(signal, () => {
+      // Ctrl-C reaches us twice (from the terminal and forwarded by `bun run`): act once.
+      if (interrupted) return;
+      interrupted = true;
+      console.error(`\n${signal}: stopping every process the benchmark started and removing ${root}`);
+      void cleanup().finally(() => process.exit(signal === "SIGINT" ? 130 : 143));
+    });
+  }
+  const watchdog = setTimeout(() => {
+    console.error(`the benchmark exceeded ${settings.watchdogSeconds} s: aborting`);
+    void cleanup().finally(() => process.exit(1));
+  }, settings.watchdogSeconds * 1000);
+
+  try {
+    log(`icr-receiver benchmark, ${settings.mode} mode; working directory ${root}`);
+    log("setup: wrk, receiver build, Express peer");
+    await ensureWrk(log);
+    const binDir = join(root, "bin");
+    mkdirSync(binDir);
+    const receiverBinary = await buildReceiver(REPO_DIR, binDir);
+    const expressDir = await expressPeer(join(PEERS_DIR, "express-peer"), root, { cache: peerCache, log });
+    const [machine, revision] = await Promise.all([describeMachine(), sourceRevision(REPO_DIR)]);
+
+    const secrets = { webhookSecret: randomBytes(24).toString("hex"), queryToken: randomBytes(24).toString("hex") };
+    const poolDir = join(root, "pool");
+    mkdirSync(poolDir);
+    const pool = new DeliveryPool(poolDir, settings.threads, secrets.webhookSecret);
+    // Enough for the first warm-up even at 150,000 req/s; each measured run then tops it up from
+    // the rate its own warm-up showed.
+    pool.ensure(Math.ceil((150_000 * settings.warmupSeconds) / settings.threads));
+
+    log("measuring other people's load on the machine (2 s idle)");
+    const noiseBefore = await sampleNoise();
+    const ctx: IngestContext = {
+      paths: { peersDir: PEERS_DIR, expressDir, receiverBinary },
+      secrets,
+      pool,
+      threads: settings.threads,
+      runsDir: join(root, "runs"),
+      log,
+      problems: [],
+    };
+
+    const ingest: IngestResult[] = [];
+    for (const connections of settings.connections) {
+      log(`ingest, ${connections} connections`);
+      for (const kind of SERVER_KINDS) {
+        const result = await measureIngest(ctx, kind, connections, settings.warmupSeconds, settings.seconds);
+        ingest.push(result);
+        log(describe(result));
+      }
+    }
+
+    log(`receiver at a fixed ${settings.fixedRate.rate} req/s`);
+    const fixedRate = await measureFixedRate(ctx, settings.fixedRate);
+    log(`  p50 ${fixedRate.wrk.latencyMs.p50.toFixed(2)} ms, p99 ${fixedRate.wrk.latencyMs.p99.toFixed(2)} ms at ${Math.round(fixedRate.wrk.reqPerSec)} req/s`);
+
+    const targetConnections = settings.connections[0]!;
+    log(`receiver sustained for ${settings.sustained.seconds} s at ${targetConnections} connections`);
+    const receiverRate = ingest.find((r) => r.kind === "receiver" && r.connections === targetConnections)!.wrk.reqPerSec;
+    const sustained = await measureSustained(ctx, {
+      seconds: settings.sustained.seconds,
+      connections: targetConnections,
+      rssEarlyAt: settings.sustained.rssEarlyAt,
+      expectedRate: receiverRate,
+    });
+    log(`  RSS by second (MB): ${sustained.rssBySecond.map(([, b]) => (b / 1e6).toFixed(0)).join(" ")}`);
+
+    log(`query benchmark: ${settings.query.events.toLocaleString("en-US")} events`);
+    rmSync(poolDir, { recursive: true, force: true }); // the pools are not needed any more: free the disk
+    const query = await measureQueries(ctx.paths, secrets, root, settings.query, log);
+    ctx.problems.push(...query.problems);
+
+    const noiseAfter = await sampleNoise();
+    const { text, failures } = renderReport({
+      settings,
+      command: `bun run bench${settings.mode === "quick" ? " --quick" : ""}`,
+      startedAt,
+      elapsedSeconds: (performance.now() - started) / 1000,
+      revision,
+      machine,
+      noiseBefore,
+      noiseAfter,
+      meanBodyBytes: pool.meanBodyBytes,
+      ingest,
+      fixedRate,
+      sustained,
+      query,
+      problems: ctx.problems,
+    });
+    console.log(`\n${text}`);
+    if (ctx.problems.length > 0) return 1;
+    return failures > 0 ? 2 : 0;
+  } catch (error) {
+    if (interrupted) return 130; // the children it lost were stopped on purpose
+    console.error(`\nbenchmark failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
+    return 1;
+  } finally {
+    clearTimeout(watchdog);
+    await cleanup();
+  }
+}
+
+process.exit(await main());
