@@ -2,7 +2,7 @@
 // inspection with Debian's real sqlite3 CLI while a server writes.
 import { afterEach, describe, expect, test } from "bun:test";
 import { Database } from "bun:sqlite";
-import { readdirSync } from "node:fs";
+import { readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 import journal from "../drizzle/meta/_journal.json";
 import { closeEventLog, openEventLog } from "../src/log/database.ts";
@@ -48,6 +48,24 @@ describe("durability settings", () => {
     expect(log.sqlite.query<{ journal_mode: string }, []>("PRAGMA journal_mode").get()!.journal_mode).toBe("wal");
     expect(log.sqlite.query<{ synchronous: number }, []>("PRAGMA synchronous").get()!.synchronous).toBe(2);
     closeEventLog(log);
+  });
+});
+
+describe("checkpoints", () => {
+  test("the checkpointer thread folds the WAL back into the file without the writer's backstop", async () => {
+    server = await startServer();
+    const path = server.config.databasePath;
+    const before = statSync(path).size;
+    const deliveries = Array.from({ length: 100 }, () => signedDelivery({ padding: "x".repeat(2000) }));
+    await Promise.all(deliveries.map((d) => server!.post(d.body, d.headers)));
+    // 100 deliveries are a few hundred pages: far below the writer's 4,000-page backstop.
+    expect(statSync(`${path}-wal`).size).toBeLessThan(4000 * 4096);
+    let after = before;
+    for (let i = 0; i < 50 && after < before + 100 * 4000; i++) {
+      await Bun.sleep(20);
+      after = statSync(path).size;
+    }
+    expect(after).toBeGreaterThan(before + 100 * 4000);
   });
 });
 

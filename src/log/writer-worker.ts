@@ -1,6 +1,7 @@
 // The log's writer thread: it owns the connection that appends, so the event loop that answers
 // HTTP never waits on an fsync. One message in, one batch committed, one message out.
 import { batchAppender, type AcceptedDelivery, type Appended, type Rejection } from "./append.ts";
+import type { CheckpointRequest } from "./checkpoint-worker.ts";
 import { closeEventLog, openEventLog, type EventLogDatabase } from "./database.ts";
 
 export interface WriterOptions {
@@ -21,6 +22,7 @@ export type WriterReply =
 declare const self: Worker;
 const reply = (message: WriterReply) => self.postMessage(message);
 let log: EventLogDatabase;
+let checkpointer: Worker | undefined;
 let append: (batch: AcceptedDelivery[], rejections: Rejection[]) => Appended[];
 
 self.onmessage = ({ data: request }: MessageEvent<WriterRequest>) => {
@@ -28,6 +30,11 @@ self.onmessage = ({ data: request }: MessageEvent<WriterRequest>) => {
     try {
       log = openEventLog(request.options.path, { busyTimeoutMs: request.options.busyTimeoutMs });
       append = batchAppender(log);
+      // Checkpoints belong to the checkpointer thread; the writer's own automatic checkpoint stays
+      // as a backstop at 16 MB of WAL, should the checkpointer fall behind.
+      log.sqlite.run("PRAGMA wal_autocheckpoint = 4000");
+      checkpointer = new Worker(new URL("./checkpoint-worker.ts", import.meta.url).href);
+      checkpointer.postMessage({ type: "start", path: request.options.path, intervalMs: 25 } satisfies CheckpointRequest);
       reply({ type: "ready" });
     } catch (error) {
       reply({ type: "failed", message: error instanceof Error ? error.message : String(error) });
@@ -35,8 +42,13 @@ self.onmessage = ({ data: request }: MessageEvent<WriterRequest>) => {
     return;
   }
   if (request.type === "close") {
-    closeEventLog(log);
-    reply({ type: "closed" });
+    const stopped = checkpointer ? new Promise((resolve) => (checkpointer!.onmessage = resolve)) : Promise.resolve();
+    checkpointer?.postMessage({ type: "stop" } satisfies CheckpointRequest);
+    void stopped.then(() => {
+      checkpointer?.terminate();
+      closeEventLog(log);
+      reply({ type: "closed" });
+    });
     return;
   }
   const started = performance.now();
