@@ -26,7 +26,7 @@ const BASE_TIME = Date.parse("2025-01-01T00:00:00.000Z");
 export interface DeliverySpec {
   event: string;
   organization: string;
-  /** Unique per delivery within a run: the installation id, and part of the transaction id. */
+  /** Unique per delivery within a run: part of the sender id and of the transaction id. */
   uid: string;
   /** Drives the fields that merely vary (amounts, timestamps, statuses). */
   n: number;
@@ -54,11 +54,14 @@ const pick = <T>(values: readonly T[], n: number): T => values[n % values.length
 export function payloadJson({ event, organization, uid, n }: DeliverySpec): string {
   const second = new Date(BASE_TIME + n * 1000).toISOString().slice(0, -4); // "YYYY-MM-DDTHH:MM:SS."
   const orgName = `Organization ${organization.replace(/\D/g, "") || "0"}`;
-  const installationHead = `"installation":{"id":"${uid}","createdAt":"${second}000Z","updatedAt":"${second}250Z",`;
+  // One installation per organization, as an app has: the installation index sees a handful of
+  // keys, not one per delivery. The delivery's own uid goes into the sender and transaction ids.
+  const installation = `inst-${organization}`;
+  const installationHead = `"installation":{"id":"${installation}","createdAt":"${second}000Z","updatedAt":"${second}250Z",`;
   const installationTail =
     `"appNameId":"app1","appId":"1",` +
-    `"accessTokensUrl":"https://api.carbonregistry.com/app/installations/${uid}/accessTokens"}`;
-  const sender = `"sender":{"email":"user@example.com","fullName":"John Doe","id":"user${n % 50}"}`;
+    `"accessTokensUrl":"https://api.carbonregistry.com/app/installations/${installation}/accessTokens"}`;
+  const sender = `"sender":{"email":"user@example.com","fullName":"John Doe","id":"user-${uid}"}`;
   if (!TRANSACTION_EVENTS.has(event)) {
     return (
       `{"event":"${event}","state":"",${installationHead}` +
@@ -96,7 +99,7 @@ export function httpRequest(delivery: SignedDelivery, path = "/webhook"): string
 }
 
 /** The n-th delivery of a wrk thread: events and organizations rotate; the thread id and n make
- * the installation (and transaction) id unique across all threads. */
+ * the sender (and transaction) id unique across all threads. */
 export function threadSpec(thread: number, n: number): DeliverySpec {
   return {
     event: pick(EVENTS, n),
