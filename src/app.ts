@@ -19,10 +19,17 @@ const WRITER_WORKER_URL = new URL("./log/writer-worker.ts", import.meta.url).hre
 
 export interface AppOptions {
   logger?: Logger;
+  /**
+   * Seconds Bun gives a request body before it closes the connection: a trickle (under about
+   * 16 KB/s) does not restart the timer, so a client that sends its body byte by byte is cut off.
+   * Headers are cut off by Bun's own fixed timer (about 10 s), whatever this says. Bun's default,
+   * stated here so that it is a decision; tests lower it.
+   */
+  idleTimeoutSeconds?: number;
 }
 
 /** The receiver over an open log; it starts the log's writer thread, which `stopApp` ends. */
-export async function createApp(config: Config, database: EventLogDatabase, { logger = silentLogger }: AppOptions = {}) {
+export async function createApp(config: Config, database: EventLogDatabase, { logger = silentLogger, idleTimeoutSeconds = 10 }: AppOptions = {}) {
   const metrics = new ReceiverMetrics(database.path, pkg.version);
   const writer = await GroupCommit.start(
     { workerUrl: WRITER_WORKER_URL, path: database.path, busyTimeoutMs: database.busyTimeoutMs },
@@ -55,6 +62,7 @@ export async function createApp(config: Config, database: EventLogDatabase, { lo
       // A second receiver on the same port must fail, not silently share the traffic, unless the
       // operator asks for it to hand over without a gap (see the README's upgrade steps).
       reusePort: config.reusePort,
+      idleTimeout: idleTimeoutSeconds,
     },
   })
     .use(

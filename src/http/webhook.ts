@@ -47,17 +47,21 @@ class Refused extends Error {
 /** Reads at most `limit` bytes; a larger body is refused without being buffered whole. */
 export async function readBody(request: Request, limit: number): Promise<Uint8Array> {
   const tooLarge = (size: number) => new Refused(413, "body_too_large", `body exceeds the limit of ${limit} bytes`, size);
+  // The client went away, or was cut off by the idle timeout, mid-body: its refusal, not our error.
+  const incomplete = (size: number) => () => {
+    throw new Refused(400, "incomplete_body", "the connection closed before the body was complete", size);
+  };
   const declared = request.headers.get("content-length");
   if (declared !== null) {
     if (Number(declared) > limit) throw tooLarge(Number(declared));
-    return new Uint8Array(await request.arrayBuffer());
+    return new Uint8Array(await request.arrayBuffer().catch(incomplete(Number(declared))));
   }
   if (request.body === null) return new Uint8Array(0);
   const chunks: Uint8Array[] = [];
   let size = 0;
   const reader = request.body.getReader();
   for (;;) {
-    const { done, value } = await reader.read();
+    const { done, value } = await reader.read().catch(incomplete(size));
     if (done) break;
     size += value.byteLength;
     if (size > limit) {
@@ -133,17 +137,24 @@ export const webhook = (options: WebhookOptions) => {
         const started = performance.now();
         const remoteAddress = server?.requestIP(request)?.address ?? null;
         let outcome: DeliveryOutcome;
+        // Refused before its body was read to the end (413, 415): the rest is not wanted.
+        let bodyUnread = false;
         try {
           outcome = await receive(request, remoteAddress, options);
         } catch (error) {
           if (!(error instanceof Refused)) throw error;
+          bodyUnread = error.body === null;
           outcome = refuse(error, remoteAddress);
         }
         onOutcome(outcome, remoteAddress, (performance.now() - started) / 1000);
         if (!outcome.accepted) {
-          const retry = outcome.status === 429 ? { "retry-after": String(limiter.retryAfter(remoteAddress ?? "unknown")) } : undefined;
+          const headers: Record<string, string> = {};
+          if (outcome.status === 429) headers["retry-after"] = String(limiter.retryAfter(remoteAddress ?? "unknown"));
+          // Otherwise Bun keeps the connection and reads (and discards) whatever the client still
+          // sends: a 20 MB body would be read in full after its 413.
+          if (bodyUnread) headers.connection = "close";
           // Returned, not thrown: the outcome is already logged and counted.
-          return errorResponse(outcome.status, outcome.reason, outcome.message, retry);
+          return errorResponse(outcome.status, outcome.reason, outcome.message, headers);
         }
         set.status = 202;
         return { id: outcome.appended.id, duplicate: outcome.appended.duplicate };

@@ -33,11 +33,26 @@ export function openEventLog(path: string, { busyTimeoutMs = 5000 }: OpenOptions
     sqlite.run("PRAGMA journal_mode = WAL");
     sqlite.run("PRAGMA synchronous = FULL");
     migrate(sqlite);
+    assertWritable(sqlite);
   } catch (error) {
     sqlite.close();
     throw error;
   }
   return { sqlite, db: drizzle({ client: sqlite, schema }), path, busyTimeoutMs };
+}
+
+/**
+ * A write-protected file (chattr +i, a read-only mount, another user's 0444 file) is opened
+ * read-only without a word, and under WAL even BEGIN IMMEDIATE succeeds: only a real write tells,
+ * here one that is rolled back. Better to refuse to start than to answer every delivery 503.
+ */
+function assertWritable(sqlite: Database): void {
+  sqlite.run("BEGIN IMMEDIATE");
+  try {
+    sqlite.run("CREATE TABLE __write_probe (x)");
+  } finally {
+    if (sqlite.inTransaction) sqlite.run("ROLLBACK");
+  }
 }
 
 /** Opens the log read-only, as the CLI does while the server writes. */
@@ -51,6 +66,10 @@ export function openEventLogReadOnly(path: string): EventLogDatabase {
 export function closeEventLog({ sqlite }: EventLogDatabase): void {
   try {
     sqlite.run("PRAGMA wal_checkpoint(TRUNCATE)");
+  } catch {
+    // No room to fold it back (a full disk): the WAL stays beside the file and the next open
+    // replays it, so nothing is lost. Throwing here would leave the writer thread's close, and
+    // with it a graceful stop, waiting for ever.
   } finally {
     sqlite.close();
   }
