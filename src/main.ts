@@ -1,4 +1,5 @@
 // The executable: `icr-receiver [serve] [options]`. Exports nothing (a compiled entry must not).
+import { readFileSync } from "node:fs";
 import pkg from "../package.json";
 import { createApp, stopApp } from "./app.ts";
 import { commands, COMMANDS_HELP } from "./cli/index.ts";
@@ -22,6 +23,15 @@ const EXIT_CONFIG = 78;
 
 const logger = jsonLogger();
 
+/** Whether Linux hands a closing listener's queued connections to the others sharing its port. */
+function tcpMigrateReqEnabled(): boolean {
+  try {
+    return readFileSync("/proc/sys/net/ipv4/tcp_migrate_req", "utf8").trim() === "1";
+  } catch {
+    return false;
+  }
+}
+
 function fail(message: string, status = 1): never {
   logger.flush();
   process.stderr.write(`icr-receiver: ${message}\n`);
@@ -31,6 +41,9 @@ function fail(message: string, status = 1): never {
 async function serve(argv: string[]): Promise<void> {
   const { config, notices } = loadConfig(argv, process.env);
   for (const notice of notices) logger("warn", notice);
+  if (config.reusePort && !tcpMigrateReqEnabled()) {
+    logger("warn", "port sharing is on but net.ipv4.tcp_migrate_req is not 1: connections queued on a receiver that stops are reset instead of handed over");
+  }
 
   let database;
   try {
