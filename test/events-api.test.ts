@@ -1,5 +1,7 @@
 // GET /events and GET /events/:id over a real server and database.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { sign } from "../src/verify/signature.ts";
+import { FIXTURE_SECRET } from "./support/fixtures.ts";
 import { signedDelivery, startServer, type TestServer } from "./support/server.ts";
 
 let server: TestServer;
@@ -130,6 +132,25 @@ describe("GET /events", () => {
     const body = await response.json();
     expect(body.error).toBe("invalid_parameter");
     expect(body.message).toContain(parameter);
+  });
+});
+
+describe("payloads the serialiser could not handle", () => {
+  test("a signed payload nested 100,000 deep is served verbatim by both routes, not a 500", async () => {
+    const deep = "[".repeat(100_000) + "]".repeat(100_000);
+    const payloadText = `{"event":"installed","installation":{"id":"deep","organization":{"id":"org-deep"}},"x":${deep}}`;
+    const signedData = Buffer.from(payloadText).toString("base64");
+    const body = `${payloadText.slice(0, -1)},"signedData":"${signedData}"}`;
+    const posted = await server.post(body, { "x-icr-signature-256": sign(FIXTURE_SECRET, signedData) });
+    expect(posted.status).toBe(202);
+    const { id } = await posted.json();
+    const one = await server.query(`/events/${id}`);
+    expect(one.status).toBe(200);
+    const text = await one.text();
+    expect(text).toContain(`"payload":${payloadText}`);
+    const list = await server.query("/events?organization=org-deep");
+    expect(list.status).toBe(200);
+    expect(await list.text()).toContain(`"payload":${payloadText}}`);
   });
 });
 

@@ -1,5 +1,5 @@
 // Turning events into text: a table for people, NDJSON for programs. Pure functions, no I/O.
-import type { EventView } from "../log/query.ts";
+import { eventJson, type DeliveryView, type EventView } from "../log/query.ts";
 
 /** Control characters (a payload can hold anything) shown escaped, so a table cannot drive the terminal. */
 export function printable(value: string): string {
@@ -46,8 +46,8 @@ export function formatTable(events: readonly EventView[], { header = true } = {}
 }
 
 /** One JSON object per line. */
-export function formatNdjson(records: readonly unknown[]): string {
-  return records.map((record) => `${JSON.stringify(record)}\n`).join("");
+export function formatNdjson(records: readonly (EventView & { deliveries?: DeliveryView[] })[]): string {
+  return records.map((record) => `${eventJson(record)}\n`).join("");
 }
 
 export function formatBytes(bytes: number): string {

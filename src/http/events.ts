@@ -1,6 +1,6 @@
 // The query API over the log: GET /events (filtered, keyset-paginated) and GET /events/:id.
 import { Elysia, t } from "elysia";
-import type { EventQueries } from "../log/query.ts";
+import { eventJson, pageJson, type EventQueries } from "../log/query.ts";
 import { ISO_TIME_PATTERN, toLogTime } from "../log/time.ts";
 import { bearerAuth } from "./auth.ts";
 import { HttpError } from "./errors.ts";
@@ -41,6 +41,8 @@ function logTime(value: string | undefined, parameter: string): string | undefin
   return time;
 }
 
+const json = (text: string) => new Response(text, { headers: { "content-type": "application/json" } });
+
 export interface EventsApiOptions {
   queries: EventQueries;
   queryToken: string;
@@ -56,7 +58,7 @@ export const eventsApi = ({ queries, queryToken, onServed = () => {} }: EventsAp
       "/events",
       ({ query, request }) => {
         refuseUnknownParameters(request);
-        return queries.list({
+        const page = queries.list({
           event: query.event,
           installation: query.installation,
           organization: query.organization,
@@ -66,6 +68,7 @@ export const eventsApi = ({ queries, queryToken, onServed = () => {} }: EventsAp
           order: query.order ?? "desc",
           after: query.after === undefined ? undefined : Number(query.after),
         });
+        return json(pageJson(page));
       },
       { query: EventsQuery },
     )
@@ -74,7 +77,7 @@ export const eventsApi = ({ queries, queryToken, onServed = () => {} }: EventsAp
       ({ params }) => {
         const event = queries.get(params.id);
         if (event === null) throw new HttpError(404, "not_found", `no event ${params.id}`);
-        return event;
+        return json(eventJson(event));
       },
       { params: t.Object({ id: t.Integer({ minimum: 1, error: "id must be a positive integer" }) }) },
     );

@@ -25,7 +25,8 @@ export interface EventView {
   organizationId: string | null;
   appId: string | null;
   transaction: { id: string | null; status: string | null; type: string | null; amount: number | null } | null;
-  payload: unknown;
+  /** The signed payload's JSON text as stored; `eventJson` puts it in as `payload`, unparsed. */
+  payloadJson: string;
   secretLabel: string;
   envelopeMismatch: boolean;
   deliveryCount: number;
@@ -70,8 +71,22 @@ function toView(row: EventRecord): EventView {
     transaction: hasTransaction
       ? { id: transactionId, status: transactionStatus, type: transactionType, amount: transactionAmount }
       : null,
-    payload: JSON.parse(payload),
+    payloadJson: payload,
   };
+}
+
+/**
+ * An event (with its deliveries, if given) as JSON, the stored payload spliced in verbatim as
+ * `payload`. Never parsed and re-serialised: that costs time on every page, and a payload nested
+ * deeper than the serialiser's stack (signed, so stored) would turn a query into a 500.
+ */
+export function eventJson({ payloadJson, ...rest }: EventView & { deliveries?: DeliveryView[] }): string {
+  return `${JSON.stringify(rest).slice(0, -1)},"payload":${payloadJson}}`;
+}
+
+/** A page of `list` as the API answers it. */
+export function pageJson(page: { events: EventView[]; next: string | null }): string {
+  return `{"events":[${page.events.map(eventJson).join(",")}],"next":${JSON.stringify(page.next)}}`;
 }
 
 export class EventQueries {
