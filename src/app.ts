@@ -71,7 +71,7 @@ export async function createApp(config: Config, database: EventLogDatabase, { lo
         onAnswer: (request, status, reason) => logger("warn", "request", { method: request.method, path: pathOf(request), status, reason }),
       }),
     )
-    .use(health({ sqlite: database.sqlite, busyTimeoutMs: database.busyTimeoutMs }))
+    .use(health({ sqlite: database.sqlite, busyTimeoutMs: database.busyTimeoutMs, commitsFailing: () => writer.failing }))
     .decorate("logWriter", writer)
     .use(
       webhook({

@@ -207,6 +207,8 @@ export interface LoadedConfig {
   config: Config;
   /** What a first start did, for the operator (paths only, never values). */
   notices: string[];
+  /** No data directory was configured: ./data may be created (a configured one never is). */
+  defaultDataDir: boolean;
 }
 
 /**
@@ -276,8 +278,10 @@ export function loadConfig(argv: string[], env: Env, { generateMissing = true } 
 
   let { secrets, queryToken } = fromLevels(levels);
   const notices: string[] = [];
+  const defaultDataDir = pick("data-dir", flags, env) === undefined;
   if ((secrets === undefined || queryToken === undefined) && generateMissing) {
-    mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+    if (defaultDataDir) mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+    else if (!existsSync(dataDir)) throw new ConfigError(`${describe("data-dir")}: ${dataDir} does not exist (is its volume mounted?)`);
     if (secrets === undefined) {
       const path = join(dataDir, CREDENTIAL_FILES.secret);
       secrets = [{ label: "default", secret: generateCredential(path) }];
@@ -296,5 +300,6 @@ export function loadConfig(argv: string[], env: Env, { generateMissing = true } 
   return {
     config: { host, port, webhookPath, dataDir, databasePath, secrets, queryToken, bodyLimit, rejectionLimit, reusePort },
     notices,
+    defaultDataDir,
   };
 }

@@ -1,5 +1,5 @@
 // The executable: `icr-receiver [serve] [options]`. Exports nothing (a compiled entry must not).
-import { readFileSync } from "node:fs";
+import { mkdirSync, readFileSync } from "node:fs";
 import pkg from "../package.json";
 import { createApp, stopApp } from "./app.ts";
 import { commands, COMMANDS_HELP } from "./cli/index.ts";
@@ -39,7 +39,8 @@ function fail(message: string, status = 1): never {
 }
 
 async function serve(argv: string[]): Promise<void> {
-  const { config, notices } = loadConfig(argv, process.env);
+  const { config, notices, defaultDataDir } = loadConfig(argv, process.env);
+  if (defaultDataDir) mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
   for (const notice of notices) logger("warn", notice);
   if (config.reusePort && !tcpMigrateReqEnabled()) {
     logger("warn", "port sharing is on but net.ipv4.tcp_migrate_req is not 1: connections queued on a receiver that stops are reset instead of handed over");

@@ -2,7 +2,7 @@
 // database a real receiver process writes while it keeps running.
 import { Database } from "bun:sqlite";
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { commands } from "../src/cli/index.ts";
 import { SAMPLE_EVENTS } from "../src/cli/samples.ts";
@@ -450,8 +450,12 @@ describe("against the live receiver", () => {
     expect(existsSync(join(dir, "no-such.db"))).toBe(false);
   }, T);
 
-  test("migrate creates and migrates a new log, then has nothing to do", async () => {
+  test("migrate creates and migrates a new log, then has nothing to do; never creates its directory", async () => {
     const fresh = join(dir, "fresh", "log.db");
+    const nowhere = await cli(["migrate", "--db", fresh]);
+    expect(nowhere.code).toBe(1);
+    expect(nowhere.stderr).toContain("cannot open the event log");
+    mkdirSync(join(dir, "fresh"));
     const first = await cli(["migrate", "--db", fresh]);
     expect(first.code).toBe(0);
     expect(first.stdout).toContain("applied 0000_event_log\napplied 0001_append_only\n");

@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { ConfigError, loadConfig, parseSecretsFile, parseSize } from "../src/config.ts";
 import { tempDir } from "./support/server.ts";
@@ -170,5 +170,14 @@ describe("the executable", () => {
     const version = run(["--version"]);
     expect(version.status).toBe(0);
     expect(version.stdout.trim()).toMatch(/^\d+\.\d+\.\d+$/);
+  });
+});
+
+describe("the data directory", () => {
+  test("a configured one that does not exist is refused, not created (an unmounted volume?)", () => {
+    const root = tempDir("icr-datadir-");
+    const missing = join(root, "volume", "data");
+    expect(() => loadConfig([], { ICR_RECEIVER_DATA_DIR: missing })).toThrow("does not exist");
+    expect(existsSync(missing)).toBe(false);
   });
 });

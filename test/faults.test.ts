@@ -3,7 +3,7 @@
 // half-written, the receiver recovers by itself, and where it cannot work it refuses to start.
 import { afterEach, describe, expect, test } from "bun:test";
 import type { Database } from "bun:sqlite";
-import { chmodSync, chownSync, closeSync, mkdirSync, openSync, rmSync, unlinkSync, writeFileSync, writeSync } from "node:fs";
+import { chmodSync, chownSync, closeSync, existsSync, mkdirSync, openSync, rmSync, unlinkSync, writeFileSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { closeEventLog, openEventLog } from "../src/log/database.ts";
 import { FIXTURE_SECRET } from "./support/fixtures.ts";
@@ -104,6 +104,8 @@ describe("disk full", () => {
         if (s.status === 503) expect(s.body).toEqual({ error: "log_unavailable", message: expect.any(String) });
       }
       expect(full.filter((s) => s.status === 503).length).toBeGreaterThan(0);
+      // Readiness says so too (the last commit failed), though BEGIN IMMEDIATE still works.
+      if (full[full.length - 1]!.status === 503) expect((await fetch(`${server.url}/readyz`)).status).toBe(503);
       sent.push(...full);
       expect(integrity(server)).toBe("ok");
       expectLogMatchesAnswers(server, sent);
@@ -114,6 +116,7 @@ describe("disk full", () => {
       for (let i = 0; i < 3; i++) after.push(await deliver(server, { padding }));
       after.push(...(await Promise.all(Array.from({ length: 5 }, () => deliver(server, { padding })))));
       expect(after.map((s) => s.status)).toEqual(Array(8).fill(202));
+      expect((await fetch(`${server.url}/readyz`)).status).toBe(200);
       sent.push(...after);
       expect(integrity(server)).toBe("ok");
       expectLogMatchesAnswers(server, sent);
@@ -265,13 +268,15 @@ describe("a log that cannot be written: the receiver refuses to start with one c
     validLog(path);
     fs.remount("ro");
     expectRefusal(path, dataDir, /unable to open database file|readonly/);
-    expectRefusal(join(fs.dir, "missing", "icr-receiver.db"), dataDir, /EROFS/);
+    expectRefusal(join(fs.dir, "missing", "icr-receiver.db"), dataDir, /does not exist/);
   }, 60_000);
 
-  test("the directory cannot exist (a file stands in its path)", () => {
+  test("the directory cannot exist (a file stands in its path), or does not (never created: an unmounted volume?)", () => {
     const dir = cleanupLater(tempDir("icr-nodir-"), (d) => rmSync(d, { recursive: true, force: true }));
     writeFileSync(join(dir, "not-a-dir"), "");
     expectRefusal(join(dir, "not-a-dir", "data", "icr-receiver.db"), dir, /ENOTDIR/);
+    expectRefusal(join(dir, "missing", "icr-receiver.db"), dir, /does not exist/);
+    expect(existsSync(join(dir, "missing"))).toBe(false);
   }, 60_000);
 
   const nobody = Bun.spawnSync(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "true"]).exitCode === 0;

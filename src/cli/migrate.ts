@@ -1,7 +1,5 @@
 // `icr-receiver migrate`: apply pending migrations, as `serve` does at start, and say what ran.
 import { Database } from "bun:sqlite";
-import { mkdirSync } from "node:fs";
-import { dirname } from "node:path";
 import { bundledMigrations, migrate } from "../log/migrations.ts";
 import { CliError, command, DATABASE_HELP, DATABASE_OPTIONS, databasePath, EXIT, HELP_OPTION, parse } from "./common.ts";
 
@@ -26,7 +24,6 @@ export const migrateCommand = command("migrate", "apply pending database migrati
   const path = databasePath(values, env);
   let sqlite: Database;
   try {
-    mkdirSync(dirname(path), { recursive: true });
     sqlite = new Database(path, { create: true, strict: true });
   } catch (error) {
     throw new CliError(`cannot open the event log ${path}: ${(error as Error).message}`);

@@ -17,11 +17,18 @@ export function logWritable(sqlite: Database, busyTimeoutMs: number): boolean {
   }
 }
 
-export const health = ({ sqlite, busyTimeoutMs }: { sqlite: Database; busyTimeoutMs: number }) =>
+export interface HealthOptions {
+  sqlite: Database;
+  busyTimeoutMs: number;
+  /** True while the last commit failed: a full disk lets BEGIN IMMEDIATE through, not the commit. */
+  commitsFailing: () => boolean;
+}
+
+export const health = ({ sqlite, busyTimeoutMs, commitsFailing }: HealthOptions) =>
   new Elysia({ name: "health" })
     .get("/healthz", () => ({ status: "ok" }))
     .get("/readyz", ({ set }) => {
-      if (logWritable(sqlite, busyTimeoutMs)) return { status: "ready" };
+      if (!commitsFailing() && logWritable(sqlite, busyTimeoutMs)) return { status: "ready" };
       set.status = 503;
       return { error: "log_unavailable", message: "the event log cannot be written" };
     });

@@ -1,6 +1,6 @@
 import { Database } from "bun:sqlite";
 import { drizzle, type BunSQLiteDatabase } from "drizzle-orm/bun-sqlite";
-import { mkdirSync } from "node:fs";
+import { statSync } from "node:fs";
 import { dirname } from "node:path";
 import { migrate } from "./migrations.ts";
 import * as schema from "./schema.ts";
@@ -26,7 +26,7 @@ export interface OpenOptions {
  * (the promise behind every 2xx), then applies pending migrations.
  */
 export function openEventLog(path: string, { busyTimeoutMs = 5000 }: OpenOptions = {}): EventLogDatabase {
-  mkdirSync(dirname(path), { recursive: true });
+  requireDirectory(dirname(path));
   const sqlite = new Database(path, { create: true, strict: true });
   try {
     sqlite.run(`PRAGMA busy_timeout = ${Math.trunc(busyTimeoutMs)}`);
@@ -39,6 +39,21 @@ export function openEventLog(path: string, { busyTimeoutMs = 5000 }: OpenOptions
     throw error;
   }
   return { sqlite, db: drizzle({ client: sqlite, schema }), path, busyTimeoutMs };
+}
+
+/**
+ * The log's directory must already exist: creating a missing one could put a fresh, empty log on
+ * the root file system while the volume that holds the real one is not mounted.
+ */
+function requireDirectory(dir: string): void {
+  let isDirectory: boolean;
+  try {
+    isDirectory = statSync(dir).isDirectory();
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    throw new Error(code === "ENOENT" ? `directory ${dir} does not exist (is its volume mounted?)` : `directory ${dir}: ${code}`);
+  }
+  if (!isDirectory) throw new Error(`${dir} is not a directory`);
 }
 
 /**

@@ -35,6 +35,8 @@ export class GroupCommit {
   private inFlight: Pending[] | null = null;
   private scheduled = false;
   private closed = false;
+  /** Whether the last commit failed (a full disk, a lock held too long): cleared by the next success. */
+  failing = false;
 
   private constructor(
     private worker: Worker,
@@ -117,10 +119,12 @@ export class GroupCommit {
   private listen(): void {
     this.worker.addEventListener("message", ({ data: reply }: MessageEvent<WriterReply>) => {
       if (reply.type === "committed") {
+        this.failing = false;
         const rows = this.inFlight?.length ?? 0;
         this.settle((pending, i) => pending.resolve(reply.results[i]!));
         this.onCommit({ rows, seconds: reply.seconds });
       } else if (reply.type === "failed") {
+        this.failing = true;
         this.settle((pending) => pending.reject(new LogWriteError(reply.message)));
       }
     });
