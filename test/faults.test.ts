@@ -279,10 +279,14 @@ describe("a log that cannot be written: the receiver refuses to start with one c
     expect(existsSync(join(dir, "missing"))).toBe(false);
   }, 60_000);
 
-  const nobody = Bun.spawnSync(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "true"]).exitCode === 0;
   const asNobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"];
+  // Needs root for setpriv, and a checkout (and Bun) that nobody may read: a clone in a 0700
+  // temporary directory is not.
+  const nobody =
+    Bun.spawnSync([...asNobody, "true"]).exitCode === 0 &&
+    Bun.spawnSync([...asNobody, "bun", "-e", `require(${JSON.stringify(join(REPO, "src", "config.ts"))})`], { stderr: "ignore" }).exitCode === 0;
 
-  test.skipIf(!nobody)("as an unprivileged user: a 0444 file, and a directory it may not write (needs root for setpriv)", () => {
+  test.skipIf(!nobody)("as an unprivileged user: a 0444 file, and a directory it may not write (needs root, and a checkout nobody can read)", () => {
     const dir = cleanupLater(tempDir("icr-nobody-"), (d) => rmSync(d, { recursive: true, force: true }));
     chmodSync(dir, 0o755);
     // The user's own directory, with the log read-only in it.
