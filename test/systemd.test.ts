@@ -2,7 +2,7 @@
 // datagrams received by a real AF_UNIX socket (in python3, independent of our bun:ffi code, which
 // also reports the sender's pid from SCM_CREDENTIALS, as systemd checks for NotifyAccess=main),
 // the real server started as a process, and the unit checked by `systemd-analyze verify`.
-// Prerequisites (python3, systemd-analyze): deploy/ci-prereqs.sh.
+// Prerequisites (python3, systemd-analyze): test/prerequisites.sh, run by `npm test`.
 import { afterEach, describe, expect, test } from "bun:test";
 import type { Subprocess } from "bun";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -348,7 +348,7 @@ describe("deploy/icr-receiver.service", () => {
 
   test("systemd-analyze verify passes without a single warning", () => {
     const analyze = Bun.which("systemd-analyze");
-    if (analyze === null) throw new Error("systemd-analyze is missing: run deploy/ci-prereqs.sh");
+    if (analyze === null) throw new Error("systemd-analyze is missing: run test/prerequisites.sh");
     // verify checks that ExecStart's binary exists and is executable, and /usr/local/bin/icr-receiver
     // is not installed here. Only that path is swapped (for /bin/true) in a copy named like the
     // original; every other line is verified as shipped.

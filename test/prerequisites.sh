@@ -1,0 +1,25 @@
+#!/bin/sh
+# The tools the test suite uses beyond Bun, installed from Debian's packages only when missing
+# (npm runs this before `npm test`; safe to run every time):
+#   sqlite3          (sqlite3)  the log is inspected with Debian's sqlite3 CLI, as operators do
+#   systemd-analyze  (systemd)  test/systemd.test.ts verifies deploy/icr-receiver.service
+#   python3          (python3)  test/systemd.test.ts listens on a real NOTIFY_SOCKET
+# systemd-analyze verify works without systemd as PID 1 (containers included): the package is only
+# needed for the tool and the stock units (multi-user.target, …) the unit refers to.
+set -eu
+
+missing=""
+command -v sqlite3 >/dev/null 2>&1 || missing="$missing sqlite3"
+command -v systemd-analyze >/dev/null 2>&1 || missing="$missing systemd"
+command -v python3 >/dev/null 2>&1 || missing="$missing python3"
+[ -z "$missing" ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "test prerequisites missing:$missing (run as root, or: sudo apt-get install$missing)" >&2
+  exit 1
+fi
+echo "test prerequisites: installing$missing" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+# shellcheck disable=SC2086 # word splitting of the package list is intended
+apt-get install -y -qq --no-install-recommends $missing >/dev/null
