@@ -1,5 +1,6 @@
 // `icr-receiver migrate`: apply pending migrations, as `serve` does at start, and say what ran.
 import { Database } from "bun:sqlite";
+import { configureForWriting } from "../log/database.ts";
 import { bundledMigrations, migrate } from "../log/migrations.ts";
 import { CliError, command, DATABASE_HELP, DATABASE_OPTIONS, databasePath, EXIT, HELP_OPTION, parse } from "./common.ts";
 
@@ -29,10 +30,8 @@ export const migrateCommand = command("migrate", "apply pending database migrati
     throw new CliError(`cannot open the event log ${path}: ${(error as Error).message}`);
   }
   try {
-    // The same settings serve uses (src/log/database.ts), so a database created here is a normal one.
-    sqlite.run("PRAGMA busy_timeout = 5000");
-    sqlite.run("PRAGMA journal_mode = WAL");
-    sqlite.run("PRAGMA synchronous = FULL");
+    // The settings serve uses, so a database created here is a normal one.
+    configureForWriting(sqlite);
     const applied = migrate(sqlite);
     process.stdout.write(describeMigration(path, applied, bundledMigrations().length));
     return EXIT.ok;

@@ -29,9 +29,7 @@ export function openEventLog(path: string, { busyTimeoutMs = 5000 }: OpenOptions
   requireDirectory(dirname(path));
   const sqlite = new Database(path, { create: true, strict: true });
   try {
-    sqlite.run(`PRAGMA busy_timeout = ${Math.trunc(busyTimeoutMs)}`);
-    sqlite.run("PRAGMA journal_mode = WAL");
-    sqlite.run("PRAGMA synchronous = FULL");
+    configureForWriting(sqlite, busyTimeoutMs);
     migrate(sqlite);
     assertWritable(sqlite);
   } catch (error) {
@@ -39,6 +37,13 @@ export function openEventLog(path: string, { busyTimeoutMs = 5000 }: OpenOptions
     throw error;
   }
   return { sqlite, db: drizzle({ client: sqlite, schema }), path, busyTimeoutMs };
+}
+
+/** The settings every writing connection uses, whoever opens it (the receiver, `migrate`). */
+export function configureForWriting(sqlite: Database, busyTimeoutMs = 5000): void {
+  sqlite.run(`PRAGMA busy_timeout = ${Math.trunc(busyTimeoutMs)}`);
+  sqlite.run("PRAGMA journal_mode = WAL");
+  sqlite.run("PRAGMA synchronous = FULL");
 }
 
 /**
