@@ -347,6 +347,9 @@ describe("against the live receiver", () => {
     expect(records.map((e) => e.id)).toEqual(all);
     expect(records.reduce((sum, e) => sum + e.deliveries.length, 0)).toBe(deliveries);
     for (const record of records) expect(record.deliveries).toHaveLength(record.deliveryCount);
+    // The same delivery shape as GET /events/:id: no internal columns such as the chain hash.
+    const shape = ["duplicate", "envelopeMismatch", "headers", "id", "rawBody", "receivedAt", "remoteAddress", "secretLabel"];
+    for (const record of records) for (const d of record.deliveries) expect(Object.keys(d).sort()).toEqual(shape);
     // Raw bodies are exactly as received: a fixture's body is in there byte for byte.
     const installed = loadFixtures().find((f) => f.name === "installed")!;
     expect(records.some((e) => e.deliveries.some((d: { rawBody: string }) => d.rawBody === installed.body))).toBe(true);

@@ -1,11 +1,8 @@
 // `icr-receiver export`: NDJSON of events (optionally with their raw deliveries), page by page from
 // one consistent snapshot of the log, to stdout or a file that appears only once it is complete.
-import { asc, inArray } from "drizzle-orm";
 import { closeSync, createWriteStream, openSync, rmSync } from "node:fs";
 import { resolve } from "node:path";
-import type { Drizzle } from "../log/database.ts";
 import { EventQueries, type DeliveryView, type EventView } from "../log/query.ts";
-import { deliveries } from "../log/schema.ts";
 import {
   checkDestination,
   CliError,
@@ -55,18 +52,6 @@ ${FILTER_HELP}
 
 ${DATABASE_HELP}`;
 
-/** The raw deliveries of a page of events, by event id, oldest first. */
-function deliveriesOf(db: Drizzle, eventIds: number[]): Map<number, DeliveryView[]> {
-  const byEvent = new Map<number, DeliveryView[]>();
-  const rows = db.select().from(deliveries).where(inArray(deliveries.eventId, eventIds)).orderBy(asc(deliveries.id)).all();
-  for (const { eventId, headers, ...delivery } of rows) {
-    const list = byEvent.get(eventId) ?? [];
-    list.push({ ...delivery, headers: JSON.parse(headers) });
-    byEvent.set(eventId, list);
-  }
-  return byEvent;
-}
-
 export interface ExportStats {
   events: number;
   deliveries: number | null;
@@ -106,7 +91,7 @@ export const exportCommand = command("export", "NDJSON of events (and deliveries
         const page = queries.list({ ...filter, order: "asc", limit: pageSize, after });
         let records: (EventView & { deliveries?: DeliveryView[] })[] = page.events;
         if (values.deliveries && page.events.length > 0) {
-          const byEvent = deliveriesOf(log.db, page.events.map((e) => e.id));
+          const byEvent = queries.deliveriesOf(page.events.map((e) => e.id));
           records = page.events.map((event) => ({ ...event, deliveries: byEvent.get(event.id) ?? [] }));
           stats.deliveries! += records.reduce((sum, r) => sum + r.deliveries!.length, 0);
         }

@@ -1,5 +1,5 @@
 // The read side of the log: filtered, keyset-paginated listing and one event with its deliveries.
-import { and, asc, desc, eq, gt, gte, lt, sql, type SQL } from "drizzle-orm";
+import { and, asc, desc, eq, gt, gte, inArray, lt, sql, type SQL } from "drizzle-orm";
 import type { Drizzle } from "./database.ts";
 import { deliveries, events, type EventRow } from "./schema.ts";
 
@@ -118,15 +118,24 @@ export class EventQueries {
   get(id: number): (EventView & { deliveries: DeliveryView[] }) | null {
     const row = this.db.select(eventColumns).from(events).where(eq(events.id, id)).get();
     if (row === undefined) return null;
+    return { ...toView(row), deliveries: this.deliveriesOf([id]).get(id) ?? [] };
+  }
+
+  /** The accepted deliveries of these events, oldest first, by event id. */
+  deliveriesOf(eventIds: number[]): Map<number, DeliveryView[]> {
+    const byEvent = new Map<number, DeliveryView[]>();
     const rows = this.db
       .select()
       .from(deliveries)
-      .where(eq(deliveries.eventId, id))
+      .where(inArray(deliveries.eventId, eventIds))
       .orderBy(asc(deliveries.id))
       .all();
-    return {
-      ...toView(row),
-      deliveries: rows.map(({ eventId: _, chainHash: __, headers, ...delivery }) => ({ ...delivery, headers: JSON.parse(headers) })),
-    };
+    for (const { eventId, chainHash: _, headers, ...delivery } of rows) {
+      const list = byEvent.get(eventId) ?? [];
+      list.push({ ...delivery, headers: JSON.parse(headers) });
+      byEvent.set(eventId, list);
+    }
+    return byEvent;
   }
+
 }
