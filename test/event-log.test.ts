@@ -8,6 +8,7 @@ import journal from "../drizzle/meta/_journal.json";
 import { closeEventLog, openEventLog } from "../src/log/database.ts";
 import { bundledMigrations, migrate, migrationSql } from "../src/log/migrations.ts";
 import { signedDelivery, startServer, tempDir, type TestServer } from "./support/server.ts";
+import { sqlite3 } from "./support/sqlite-shell.ts";
 
 let server: TestServer | undefined;
 afterEach(async () => {
@@ -15,12 +16,8 @@ afterEach(async () => {
   server = undefined;
 });
 
-/** Runs Debian's sqlite3 read-only against `path`, as an operator would. */
-function sqlite3(path: string, sql: string, ...flags: string[]): string {
-  const result = Bun.spawnSync(["sqlite3", "-readonly", ...flags, path, sql]);
-  if (result.exitCode !== 0) throw new Error(`sqlite3 failed: ${result.stderr.toString()}`);
-  return result.stdout.toString().trim();
-}
+/** Debian's sqlite3, read-only, as an operator inspects the log. */
+const inspect = (path: string, sql: string) => sqlite3(path, sql, ["-readonly"]);
 
 describe("migrations", () => {
   test("every journal entry is bundled, every .sql file is in the journal, timestamps strictly increase", () => {
@@ -111,14 +108,14 @@ describe("inspection with sqlite3 -readonly while the server writes", () => {
     reader.stdin.end();
     expect((await new Response(reader.stdout).text()).trim()).toBe("3");
 
-    expect(sqlite3(path, "SELECT id, received_at, event, organization_id FROM events ORDER BY id DESC LIMIT 10").split("\n")).toHaveLength(4);
-    expect(sqlite3(path, "SELECT event, count(*) FROM events GROUP BY event ORDER BY event")).toBe(
+    expect(inspect(path, "SELECT id, received_at, event, organization_id FROM events ORDER BY id DESC LIMIT 10").split("\n")).toHaveLength(4);
+    expect(inspect(path, "SELECT event, count(*) FROM events GROUP BY event ORDER BY event")).toBe(
       "installed|1\nsuspended|1\nwarehouseTransaction|2",
     );
     expect(
-      sqlite3(path, "SELECT json_extract(payload, '$.installation.organization.id') AS org, sum(json_extract(payload, '$.transaction.amount')) FROM events WHERE event = 'warehouseTransaction' GROUP BY org"),
+      inspect(path, "SELECT json_extract(payload, '$.installation.organization.id') AS org, sum(json_extract(payload, '$.transaction.amount')) FROM events WHERE event = 'warehouseTransaction' GROUP BY org"),
     ).toBe("org-a|3\norg-b|3");
-    expect(sqlite3(path, "SELECT json_extract(headers, '$.\"x-icr-signature-256\"') LIKE 'sha256=%' FROM deliveries LIMIT 1")).toBe("1");
-    expect(sqlite3(path, "SELECT json_valid(raw_body) AND json_valid(payload) FROM deliveries JOIN events ON events.id = event_id LIMIT 1")).toBe("1");
+    expect(inspect(path, "SELECT json_extract(headers, '$.\"x-icr-signature-256\"') LIKE 'sha256=%' FROM deliveries LIMIT 1")).toBe("1");
+    expect(inspect(path, "SELECT json_valid(raw_body) AND json_valid(payload) FROM deliveries JOIN events ON events.id = event_id LIMIT 1")).toBe("1");
   });
 });

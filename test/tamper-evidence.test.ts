@@ -3,14 +3,10 @@
 import { afterEach, expect, test } from "bun:test";
 import { verifyChain } from "../src/log/chain.ts";
 import { signedDelivery, startServer, type TestServer } from "./support/server.ts";
+import { sqlite3 } from "./support/sqlite-shell.ts";
 
 let server: TestServer;
 afterEach(() => server.stop());
-
-function sqlite3(path: string, sql: string) {
-  const result = Bun.spawnSync(["sqlite3", path, sql]);
-  if (result.exitCode !== 0) throw new Error(result.stderr.toString());
-}
 
 async function postSome(n: number, repeatEvery = 0) {
   const sent: ReturnType<typeof signedDelivery>[] = [];

@@ -1,6 +1,14 @@
-// An interactive `sqlite3` kept open through a pipe, as an operator's shell would be: statements
-// run one after another in the same process, so a transaction it begins stays open between calls.
+// Debian's sqlite3 CLI, as an operator runs it: one-shot, or (SqliteShell) an interactive shell kept
+// open through a pipe, where statements run one after another in the same process, so a
+// transaction it begins stays open between calls.
 import type { Subprocess } from "bun";
+
+/** One statement list through Debian's sqlite3 (`flags` such as -readonly); its output, trimmed. */
+export function sqlite3(database: string, sql: string, flags: string[] = []): string {
+  const result = Bun.spawnSync(["sqlite3", ...flags, database, sql]);
+  if (result.exitCode !== 0) throw new Error(`sqlite3 failed: ${result.stderr.toString()}`);
+  return result.stdout.toString().trim();
+}
 
 export class SqliteShell {
   private output = "";
