@@ -184,7 +184,8 @@ async function bulkLoad(dbPath: string, count: number, matchingPerTen: number, s
             host: "127.0.0.1",
             "x-icr-signature-256": delivery.signature,
           }),
-          raw_body: delivery.body,
+          // Canonical bodies, which the receiver stores as NULL (rebuilt from the payload).
+          raw_body: null,
           secret_label: "default",
           envelope_mismatch: 0,
           duplicate: 0,

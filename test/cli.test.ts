@@ -415,8 +415,31 @@ describe("against the live receiver", () => {
       events: countOf("SELECT count(*) AS n FROM events"),
       deliveries,
       duplicates: countOf("SELECT count(*) AS n FROM deliveries WHERE duplicate = 1"),
+      repeatedPayloads: 0,
     });
     expect(counts.duplicates).toBeGreaterThanOrEqual(2); // --repeat 3, and the fixtures' repeats
+  }, T);
+
+  test("check fails when one payload is stored as two events", async () => {
+    // Only the writer keeps payloads distinct (no unique index): an insert from sqlite3 can break it.
+    const copy = join(dir, "doubled.db");
+    expect((await cli(["backup", copy])).code).toBe(0);
+    const insert = Bun.spawnSync(
+      [
+        "/usr/bin/sqlite3",
+        copy,
+        "INSERT INTO events (id, received_at, event, payload, payload_sha256, secret_label, envelope_mismatch, chain_hash) " +
+          "SELECT (SELECT max(id) + 1 FROM events), received_at, event, payload, payload_sha256, secret_label, envelope_mismatch, chain_hash FROM events WHERE id = 1;",
+      ],
+      { stderr: "pipe" },
+    );
+    expect(insert.exitCode).toBe(0);
+    const json = await cli(["check", "--db", copy, "--json"]);
+    expect(json.code).toBe(1);
+    const counts = JSON.parse(json.stdout).checks.find((c: { name: string }) => c.name === "counts");
+    expect(counts.ok).toBe(false);
+    expect(counts.data.repeatedPayloads).toBe(1);
+    expect(counts.problems).toContain("1 payload stored as more than one event");
   }, T);
 
   test("check fails when an append-only trigger is dropped with sqlite3", async () => {
@@ -461,7 +484,7 @@ describe("against the live receiver", () => {
     mkdirSync(join(dir, "fresh"));
     const first = await cli(["migrate", "--db", fresh]);
     expect(first.code).toBe(0);
-    expect(first.stdout).toContain("applied 0000_event_log\napplied 0001_append_only\n");
+    expect(first.stdout).toContain("applied 0000_event_log\napplied 0001_append_only\napplied 0002_digest_index_canonical_body\n");
     const second = await cli(["migrate"], { ICR_RECEIVER_DB: fresh });
     expect(second.code).toBe(0);
     expect(second.stdout).toContain("up to date");
@@ -471,6 +494,7 @@ describe("against the live receiver", () => {
       events: 0,
       deliveries: 0,
       duplicates: 0,
+      repeatedPayloads: 0,
     });
     const live = await cli(["migrate"]);
     expect(live.code).toBe(0);

@@ -5,6 +5,7 @@ import { Database } from "bun:sqlite";
 import { readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 import journal from "../drizzle/meta/_journal.json";
+import { chainHash, CHAINED_COLUMNS, GENESIS, verifyChain } from "../src/log/chain.ts";
 import { closeEventLog, openEventLog } from "../src/log/database.ts";
 import { bundledMigrations, migrate, migrationSql } from "../src/log/migrations.ts";
 import { signedDelivery, startServer, tempDir, type TestServer } from "./support/server.ts";
@@ -36,6 +37,38 @@ describe("migrations", () => {
     const applied = sqlite.query<{ hash: string }, []>("SELECT hash FROM __drizzle_migrations ORDER BY id").all();
     expect(applied.map((a) => a.hash)).toEqual(bundledMigrations().map((m) => m.hash));
     sqlite.close();
+  });
+});
+
+describe("upgrading a log written before 0002", () => {
+  test("keeps every row, raw body and chain hash, and the append-only triggers", () => {
+    const path = join(tempDir(), "old.db");
+    const old = new Database(path);
+    migrate(old, bundledMigrations().slice(0, 2));
+    // Rows as the receiver stored them then: a NOT NULL raw body on every delivery.
+    const row = { payload: '{"event":"installed"}', body: '{"event":"installed","signedData":"eyJldmVudCI6Imluc3RhbGxlZCJ9"}' };
+    const eventValues = [1, "2026-01-01T00:00:00.000Z", "installed", null, null, null, null, null, null, null, row.payload, "ab".repeat(32), "default", 0];
+    const deliveryValues = [1, 1, "2026-01-01T00:00:00.000Z", "127.0.0.1", "{}", row.body, "default", 0, 0];
+    old.run(`INSERT INTO events (${CHAINED_COLUMNS.events.join(", ")}, chain_hash) VALUES (${"?, ".repeat(14)}?)`, [
+      ...eventValues,
+      chainHash(GENESIS, eventValues),
+    ] as never);
+    old.run(`INSERT INTO deliveries (${CHAINED_COLUMNS.deliveries.join(", ")}, chain_hash) VALUES (${"?, ".repeat(9)}?)`, [
+      ...deliveryValues,
+      chainHash(GENESIS, deliveryValues),
+    ] as never);
+    old.close();
+
+    const log = openEventLog(path); // applies 0002
+    expect(log.sqlite.query<{ raw_body: string }, []>("SELECT raw_body FROM deliveries").get()!.raw_body).toBe(row.body);
+    expect(verifyChain(log.sqlite, "events")).toEqual({ ok: true, table: "events", rows: 1 });
+    expect(verifyChain(log.sqlite, "deliveries")).toEqual({ ok: true, table: "deliveries", rows: 1 });
+    expect(() => log.sqlite.run("DELETE FROM deliveries")).toThrow("deliveries is append-only");
+    expect(() => log.sqlite.run("UPDATE deliveries SET raw_body = NULL")).toThrow("deliveries is append-only");
+    const indexes = log.sqlite.query<{ name: string }, []>("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events' AND sql IS NOT NULL ORDER BY name").all();
+    expect(indexes.map((i) => i.name)).not.toContain("events_payload_sha256");
+    expect(indexes.map((i) => i.name)).toContain("events_id_payload_sha256");
+    closeEventLog(log);
   });
 });
 
@@ -116,6 +149,8 @@ describe("inspection with sqlite3 -readonly while the server writes", () => {
       inspect(path, "SELECT json_extract(payload, '$.installation.organization.id') AS org, sum(json_extract(payload, '$.transaction.amount')) FROM events WHERE event = 'warehouseTransaction' GROUP BY org"),
     ).toBe("org-a|3\norg-b|3");
     expect(inspect(path, "SELECT json_extract(headers, '$.\"x-icr-signature-256\"') LIKE 'sha256=%' FROM deliveries LIMIT 1")).toBe("1");
-    expect(inspect(path, "SELECT json_valid(raw_body) AND json_valid(payload) FROM deliveries JOIN events ON events.id = event_id LIMIT 1")).toBe("1");
+    // These bodies were all in ICR's canonical form: kept as NULL, the payload rebuilds them.
+    expect(inspect(path, "SELECT count(*) FROM deliveries WHERE raw_body IS NOT NULL")).toBe("0");
+    expect(inspect(path, "SELECT json_valid(payload) FROM deliveries JOIN events ON events.id = event_id LIMIT 1")).toBe("1");
   });
 });

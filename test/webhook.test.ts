@@ -2,6 +2,7 @@
 import { afterEach, describe, expect, test } from "bun:test";
 import { Database } from "bun:sqlite";
 import { connect } from "node:net";
+import { canonicalBody } from "../src/verify/delivery.ts";
 import { sign } from "../src/verify/signature.ts";
 import { FIXTURE_SECRET, fixture, loadFixtures } from "./support/fixtures.ts";
 import { signedDelivery, startServer, type TestServer } from "./support/server.ts";
@@ -136,11 +137,30 @@ describe("what is stored", () => {
     });
     expect(event.received_at as string).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
     const delivery = server.database.sqlite.query<Record<string, unknown>, []>("SELECT * FROM deliveries").get()!;
-    expect(delivery.raw_body).toBe(f.body);
+    // ICR's canonical body is not kept twice: NULL, rebuilt byte for byte from the payload.
+    expect(f.body).toBe(canonicalBody(signed)!);
+    expect(delivery.raw_body).toBeNull();
     expect(delivery.remote_address).toBe("127.0.0.1");
     expect(delivery.secret_label).toBe("2025-old");
     expect(JSON.parse(delivery.headers as string)).toMatchObject({ "x-extra": "kept", "x-icr-signature-256": f.headers["x-icr-signature-256"] });
     expect(delivery.received_at).toBe(event.received_at);
+  });
+
+  test("a body in any other form than the canonical one is stored verbatim", async () => {
+    server = await startServer();
+    const d = signedDelivery({ event: "installed" });
+    const variants = [
+      JSON.stringify(JSON.parse(d.body), null, 2), // pretty-printed
+      JSON.stringify({ signedData: d.signedData, ...d.payload }), // signedData first
+      d.body.replace('"signedData":', '"signedData": '), // one space
+    ];
+    for (const body of variants) {
+      expect(body).not.toBe(d.body);
+      const response = await server.post(body, d.headers);
+      expect(response.status).toBe(202);
+    }
+    const stored = server.database.sqlite.query<{ raw_body: string | null }, []>("SELECT raw_body FROM deliveries ORDER BY id").all();
+    expect(stored.map((row) => row.raw_body)).toEqual(variants);
   });
 
   test("a tampered top-level copy is flagged and the signed event recorded", async () => {

@@ -144,23 +144,25 @@ const migrations: Check = {
 
 const counts: Check = {
   name: "counts",
-  run({ db }) {
-    // runChecks holds one read transaction, so the three counts agree while the server writes.
+  run({ db, sqlite }) {
+    // runChecks holds one read transaction, so the counts agree while the server writes.
     const eventCount = db.select({ n: count() }).from(events).get()!.n;
     const deliveryCount = db.select({ n: count() }).from(deliveries).get()!.n;
     const duplicates = db.select({ n: count() }).from(deliveries).where(eq(deliveries.duplicate, true)).get()!.n;
-    const data = { events: eventCount, deliveries: deliveryCount, duplicates };
+    // No unique index keeps payloads distinct (the writer does), so this is where it is proven.
+    const { repeated } = sqlite
+      .query<{ repeated: number }, []>(
+        "SELECT count(*) AS repeated FROM (SELECT 1 FROM events GROUP BY payload_sha256 HAVING count(*) > 1)",
+      )
+      .get()!;
+    const data = { events: eventCount, deliveries: deliveryCount, duplicates, repeatedPayloads: repeated };
     const summary = `${plural(eventCount, "event")}, ${plural(deliveryCount, "delivery", "deliveries")}, ${plural(duplicates, "duplicate")}`;
+    const problems: string[] = [];
     // Every event is stored with exactly one first (non-duplicate) delivery.
     const firsts = deliveryCount - duplicates;
-    return firsts === eventCount
-      ? { ok: true, summary, data }
-      : {
-          ok: false,
-          summary,
-          problems: [`${plural(firsts, "first delivery", "first deliveries")} for ${plural(eventCount, "event")}`],
-          data,
-        };
+    if (firsts !== eventCount) problems.push(`${plural(firsts, "first delivery", "first deliveries")} for ${plural(eventCount, "event")}`);
+    if (repeated > 0) problems.push(`${plural(repeated, "payload")} stored as more than one event`);
+    return problems.length === 0 ? { ok: true, summary, data } : { ok: false, summary, problems, data };
   },
 };
 
@@ -203,7 +205,7 @@ const HELP = `Usage: icr-receiver check [options]
 Checks the event log, read-only (safe while the server runs): PRAGMA integrity_check, foreign
 keys, the append-only triggers (${APPEND_ONLY_TRIGGERS.map((t) => t.name).join(", ")}),
 the tamper-evidence hash chain of every row, migrations all applied, and counts (events,
-deliveries, duplicates; one first delivery per event).
+deliveries, duplicates; one first delivery per event, no payload stored as two events).
 
 Options:
   --json                   print the report as one JSON object

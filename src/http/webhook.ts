@@ -97,7 +97,7 @@ async function receive(
       receivedAt,
       remoteAddress,
       headers: JSON.stringify(Object.fromEntries(request.headers)),
-      rawBody: verified.rawBody,
+      rawBody: verified.canonical ? null : verified.rawBody,
       payload: payload.text,
       payloadSha256: new Bun.CryptoHasher("sha256").update(payload.bytes).digest("hex"),
       secretLabel,

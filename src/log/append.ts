@@ -4,6 +4,7 @@ import { desc, eq, max, Param, Placeholder, sql } from "drizzle-orm";
 import type { EventFacts } from "../verify/delivery.ts";
 import { CHAINED_COLUMNS, chainHash, GENESIS } from "./chain.ts";
 import type { EventLogDatabase } from "./database.ts";
+import { DigestIndex } from "./digest-index.ts";
 import { deliveries, events, rejections } from "./schema.ts";
 
 /** Everything the log keeps about one accepted delivery. */
@@ -12,7 +13,8 @@ export interface AcceptedDelivery extends EventFacts {
   remoteAddress: string | null;
   /** JSON object text of the request headers. */
   headers: string;
-  rawBody: string;
+  /** Null when the body was the payload's canonical form (see the schema's raw_body). */
+  rawBody: string | null;
   payload: string;
   payloadSha256: string;
   secretLabel: string;
@@ -71,6 +73,10 @@ function chained(table: keyof typeof CHAINED_COLUMNS, row: Record<string, unknow
  * commits, or rolls back whole, before returning). A delivery whose payload hash is already in
  * the log becomes a delivery of that event, flagged as a duplicate. Ids are assigned here, from
  * the last row read under the write lock, because each row's chain hash covers its id.
+ *
+ * Repeats are found in a DigestIndex kept in memory: built from the log when the appender is made,
+ * brought up to date under the write lock at the start of every batch (another receiver, during a
+ * hand-over, may have appended since), and rebuilt after a batch that rolled back.
  */
 export function batchAppender({ db, sqlite }: EventLogDatabase) {
   const p = (name: string) => sql.placeholder(name);
@@ -87,13 +93,22 @@ export function batchAppender({ db, sqlite }: EventLogDatabase) {
     .orderBy(desc(deliveries.id))
     .limit(1)
     .prepare();
-  const findEvent = db
-    .select({ id: events.id })
+  const digestOfEvent = db
+    .select({ payloadSha256: events.payloadSha256 })
     .from(events)
-    .where(eq(events.payloadSha256, p("payloadSha256")))
+    .where(eq(events.id, p("id")))
     .prepare();
+  const digestOf = (id: number) => digestOfEvent.get({ id })?.payloadSha256 ?? null;
+  // Raw SQL for the INDEXED BY: the planner would otherwise walk the table, payloads and all.
+  const digestsAfter = sqlite.prepare<{ id: number; payload_sha256: string }, [number]>(
+    "SELECT id, payload_sha256 FROM events INDEXED BY events_id_payload_sha256 WHERE id > ? ORDER BY id",
+  );
+  let digests = new DigestIndex();
+  const catchUp = () => {
+    for (const row of digestsAfter.iterate(digests.lastId)) digests.add(row.payload_sha256, row.id);
+  };
   const lastRejection = db.select({ seq: max(rejections.seq) }).from(rejections).prepare();
-  const insertEvent = prepare<{ id: number }>(
+  const insertEvent = prepare(
     sqlite,
     db
       .insert(events)
@@ -113,9 +128,7 @@ export function batchAppender({ db, sqlite }: EventLogDatabase) {
         secretLabel: p("secretLabel"),
         envelopeMismatch: p("envelopeMismatch"),
         chainHash: p("chainHash"),
-      })
-      .onConflictDoNothing({ target: events.payloadSha256 })
-      .returning({ id: events.id }),
+      }),
   );
   const insertDelivery = prepare(
     sqlite,
@@ -163,18 +176,23 @@ export function batchAppender({ db, sqlite }: EventLogDatabase) {
   const transaction = sqlite.transaction((batch: AcceptedDelivery[], refused: Rejection[]): Appended[] => {
     let event = lastEvent.get() ?? { id: 0, chainHash: GENESIS };
     let delivery = lastDelivery.get() ?? { id: 0, chainHash: GENESIS };
+    if (event.id !== digests.lastId) catchUp();
     const results = batch.map((accepted): Appended => {
       const envelopeMismatch = accepted.envelopeMismatch ? 1 : 0;
-      const eventRow = { ...accepted, id: event.id + 1, envelopeMismatch };
-      const eventChain = chainHash(event.chainHash, chained("events", eventRow));
-      const inserted = insertEvent({ ...eventRow, chainHash: eventChain });
-      if (inserted !== null) event = { id: inserted.id, chainHash: eventChain };
-      const id = inserted?.id ?? findEvent.get({ payloadSha256: accepted.payloadSha256 })!.id;
-      const deliveryRow = { ...accepted, id: delivery.id + 1, eventId: id, envelopeMismatch, duplicate: inserted === null ? 1 : 0 };
+      const existing = digests.find(accepted.payloadSha256, digestOf);
+      if (existing === null) {
+        const eventRow = { ...accepted, id: event.id + 1, envelopeMismatch };
+        const eventChain = chainHash(event.chainHash, chained("events", eventRow));
+        insertEvent({ ...eventRow, chainHash: eventChain });
+        digests.add(accepted.payloadSha256, eventRow.id);
+        event = { id: eventRow.id, chainHash: eventChain };
+      }
+      const id = existing ?? event.id;
+      const deliveryRow = { ...accepted, id: delivery.id + 1, eventId: id, envelopeMismatch, duplicate: existing === null ? 0 : 1 };
       const deliveryChain = chainHash(delivery.chainHash, chained("deliveries", deliveryRow));
       insertDelivery({ ...deliveryRow, chainHash: deliveryChain });
       delivery = { id: deliveryRow.id, chainHash: deliveryChain };
-      return { id, duplicate: inserted === null };
+      return { id, duplicate: existing !== null };
     });
     let seq = lastRejection.get()?.seq ?? 0;
     for (const rejection of refused) {
@@ -183,6 +201,15 @@ export function batchAppender({ db, sqlite }: EventLogDatabase) {
     }
     return results;
   });
+  catchUp();
   // IMMEDIATE: take the write lock up front, so a busy log fails the batch before any work.
-  return (batch: AcceptedDelivery[], refused: Rejection[] = []) => transaction.immediate(batch, refused);
+  return (batch: AcceptedDelivery[], refused: Rejection[] = []) => {
+    try {
+      return transaction.immediate(batch, refused);
+    } catch (error) {
+      // The index may hold digests of rows that were rolled back: start again from the log.
+      digests = new DigestIndex();
+      throw error;
+    }
+  };
 }

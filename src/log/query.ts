@@ -1,5 +1,6 @@
 // The read side of the log: filtered, keyset-paginated listing and one event with its deliveries.
 import { and, asc, desc, eq, gt, gte, inArray, lt, sql, type SQL } from "drizzle-orm";
+import { canonicalBody } from "../verify/delivery.ts";
 import type { Drizzle } from "./database.ts";
 import { deliveries, events, type EventRow } from "./schema.ts";
 
@@ -125,14 +126,16 @@ export class EventQueries {
   deliveriesOf(eventIds: number[]): Map<number, DeliveryView[]> {
     const byEvent = new Map<number, DeliveryView[]>();
     const rows = this.db
-      .select()
+      .select({ delivery: deliveries, payload: events.payload })
       .from(deliveries)
+      .innerJoin(events, eq(events.id, deliveries.eventId))
       .where(inArray(deliveries.eventId, eventIds))
       .orderBy(asc(deliveries.id))
       .all();
-    for (const { eventId, chainHash: _, headers, ...delivery } of rows) {
+    for (const { delivery: { eventId, chainHash: _, headers, rawBody, ...delivery }, payload } of rows) {
       const list = byEvent.get(eventId) ?? [];
-      list.push({ ...delivery, headers: JSON.parse(headers) });
+      // A NULL raw_body was the canonical form of the event's payload, which rebuilds it exactly.
+      list.push({ ...delivery, headers: JSON.parse(headers), rawBody: rawBody ?? canonicalBody(payload)! });
       byEvent.set(eventId, list);
     }
     return byEvent;

@@ -1,7 +1,7 @@
 // The event log, as an operator sees it in `sqlite3`: snake_case names, JSON kept as TEXT so
 // json_extract works, timestamps as ISO-8601 UTC text (lexical order is time order).
 // Both tables are append-only: the triggers that enforce it live in a custom migration in drizzle/.
-import { index, integer, real, sqliteTable, text, uniqueIndex } from "drizzle-orm/sqlite-core";
+import { index, integer, real, sqliteTable, text } from "drizzle-orm/sqlite-core";
 
 /** One row per distinct signed payload: what ICR told us happened. */
 export const events = sqliteTable(
@@ -19,7 +19,11 @@ export const events = sqliteTable(
     transactionAmount: real("transaction_amount"),
     /** The decoded signedData, byte for byte: the only part of a delivery that is signed. */
     payload: text("payload").notNull(),
-    /** Hex SHA-256 of the decoded payload bytes: a repeat of the same payload is the same event. */
+    /**
+     * Hex SHA-256 of the decoded payload bytes: a repeat of the same payload is the same event.
+     * Distinct by construction (the writer looks each one up before it inserts; `check` verifies),
+     * not by a unique index: a key that random would dirty one index page per insert.
+     */
     payloadSha256: text("payload_sha256").notNull(),
     secretLabel: text("secret_label").notNull(),
     envelopeMismatch: integer("envelope_mismatch", { mode: "boolean" }).notNull(),
@@ -27,7 +31,9 @@ export const events = sqliteTable(
     chainHash: text("chain_hash").notNull(),
   },
   (table) => [
-    uniqueIndex("events_payload_sha256").on(table.payloadSha256),
+    // In id order, so inserts only ever touch its last page; the writer reads it back at start-up
+    // to rebuild its in-memory digest index (src/log/digest-index.ts) without scanning payloads.
+    index("events_id_payload_sha256").on(table.id, table.payloadSha256),
     index("events_organization_event").on(table.organizationId, table.event),
     index("events_installation").on(table.installationId),
     index("events_event").on(table.event),
@@ -47,7 +53,12 @@ export const deliveries = sqliteTable(
     remoteAddress: text("remote_address"),
     /** Request headers as a JSON object (lower-case names). */
     headers: text("headers").notNull(),
-    rawBody: text("raw_body").notNull(),
+    /**
+     * The body exactly as received, or NULL when it was ICR's canonical form of the event's payload
+     * (`canonicalBody` in src/verify/delivery.ts: the payload text with `,"signedData":"<base64 of
+     * the payload>"}` in place of its closing brace), which rebuilds it byte for byte.
+     */
+    rawBody: text("raw_body"),
     secretLabel: text("secret_label").notNull(),
     envelopeMismatch: integer("envelope_mismatch", { mode: "boolean" }).notNull(),
     /** True when the event already existed: this delivery was a repeat. */

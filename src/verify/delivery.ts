@@ -84,6 +84,17 @@ export function decodeSignedData(
   return { ok: true, payload: { text, bytes, value: parsed.value as SignedPayload["value"] } };
 }
 
+/**
+ * ICR's body for a payload: the payload's own JSON text with `,"signedData":"<base64 of it>"}` in
+ * place of its closing brace (the text of JSON.stringify({ ...payload, signedData })). A body of
+ * exactly this form is rebuilt from the payload, so the log need not keep it twice.
+ */
+export function canonicalBody(payloadText: string): string | null {
+  if (!payloadText.endsWith("}")) return null;
+  const signedData = Buffer.from(payloadText, "utf8").toString("base64");
+  return `${payloadText.slice(0, -1)},"signedData":"${signedData}"}`;
+}
+
 /** Structural equality of JSON values, object key order ignored. Iterative: depth cannot overflow. */
 export function jsonEqual(a: unknown, b: unknown): boolean {
   const stack: [unknown, unknown][] = [[a, b]];
