@@ -23,7 +23,7 @@ declare const self: Worker;
 const reply = (message: WriterReply) => self.postMessage(message);
 let log: EventLogDatabase;
 let checkpointer: Worker | undefined;
-let append: (batch: AcceptedDelivery[], rejections: Rejection[]) => Appended[];
+let append: ReturnType<typeof batchAppender>;
 
 self.onmessage = ({ data: request }: MessageEvent<WriterRequest>) => {
   if (request.type === "open") {
@@ -36,6 +36,12 @@ self.onmessage = ({ data: request }: MessageEvent<WriterRequest>) => {
       checkpointer = new Worker(new URL("./checkpoint-worker.ts", import.meta.url).href);
       checkpointer.postMessage({ type: "start", path: request.options.path, intervalMs: 25 } satisfies CheckpointRequest);
       reply({ type: "ready" });
+      // Deliveries that arrive meanwhile wait in line for it rather than find the port closed.
+      try {
+        append.warm();
+      } catch {
+        // The first batch builds it again, and reports what stops it.
+      }
     } catch (error) {
       reply({ type: "failed", message: error instanceof Error ? error.message : String(error) });
     }
