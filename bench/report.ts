@@ -140,6 +140,7 @@ function extraFigures(report: RunReport, verdicts: Verdicts): void {
     query.lastPage.p95 <= TARGETS.queryP95Ms && query.lastPage.p50 <= TARGETS.lastPageSlowdown * query.firstPage.p50,
   );
   add(`start-up to ready on the ${int(query.events)}-event log (${(query.databaseBytes / 2 ** 30).toFixed(2)} GiB), spawn to /healthz 200`, `${int(query.startupMs)} ms`, "reported", null);
+  add("start-up to the first 202 on that log (a new delivery posted at /healthz 200; it waits for the writer's digest index)", `${int(query.firstAcceptMs)} ms`, "reported", null);
   add(`idle RSS on that log (1 s after ready)`, `${mb(query.idleRssBytes)} MB`, "reported", null);
   add(`peak RSS while serving the queries`, `${mb(query.peakRssBytes)} MB`, "reported", null);
 }
