@@ -10,8 +10,23 @@ import { FIXTURE_SECRET } from "./fixtures.ts";
 
 export const QUERY_TOKEN = "test-query-token-0123456789";
 
+const tempDirs: string[] = [];
+
 export function tempDir(prefix = "icr-test-"): string {
-  return mkdtempSync(join(tmpdir(), prefix));
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  tempDirs.push(dir);
+  return dir;
+}
+
+/** Removes every tempDir made in this process (test/support/cleanup.ts, after the last test). */
+export function removeTempDirs(): void {
+  for (const dir of tempDirs.splice(0)) {
+    try {
+      rmSync(dir, { recursive: true, force: true });
+    } catch {
+      // Left behind (a mount still on it, say): the system's temp cleaning has it.
+    }
+  }
 }
 
 export function testConfig(dataDir: string, overrides: Partial<Config> = {}): Config {
