@@ -46,8 +46,10 @@ function answer({ code, error }: { code: unknown; error: unknown }, onUnexpected
 }
 
 export const errorHandling = ({ onUnexpected, onAnswer }: ErrorHandlingOptions) =>
-  new Elysia({ name: "error-handling" }).onError({ as: "global" }, (context) => {
-    const response = answer(context, onUnexpected);
-    onAnswer(context.request, response.status, context.error instanceof HttpError ? context.error.reason : String(context.code));
+  // Destructured, not `(context)`: Elysia reads a hook's parameters to decide what to prepare for
+  // every request, and a whole context made it parse cookies on every delivery.
+  new Elysia({ name: "error-handling" }).onError({ as: "global" }, ({ code, error, request }) => {
+    const response = answer({ code, error }, onUnexpected);
+    onAnswer(request, response.status, error instanceof HttpError ? error.reason : String(code));
     return response;
   });

@@ -3,6 +3,7 @@
 // only when the writer reports the commit that holds its rows (synchronous=FULL), so a 202 sent
 // after it means the delivery is on disk.
 import type { AcceptedDelivery, Appended, Rejection } from "./append.ts";
+import { packBatch } from "./batch-message.ts";
 import type { WriterOptions, WriterReply, WriterRequest } from "./writer-worker.ts";
 
 export interface CommitStats {
@@ -106,7 +107,7 @@ export class GroupCommit {
     this.queue = [];
     const rejections = this.rejections;
     this.rejections = [];
-    this.post({ type: "commit", batch: this.inFlight.map((p) => p.delivery), rejections });
+    this.post({ type: "commit", batch: packBatch(this.inFlight.map((p) => p.delivery)), rejections });
   }
 
   private settle(settleOne: (pending: Pending, index: number) => void): void {

@@ -1,6 +1,7 @@
 // The log's writer thread: it owns the connection that appends, so the event loop that answers
 // HTTP never waits on an fsync. One message in, one batch committed, one message out.
-import { batchAppender, type AcceptedDelivery, type Appended, type Rejection } from "./append.ts";
+import { batchAppender, type Appended, type Rejection } from "./append.ts";
+import { unpackBatch, type PackedBatch } from "./batch-message.ts";
 import type { CheckpointRequest } from "./checkpoint-worker.ts";
 import { closeEventLog, openEventLog, type EventLogDatabase } from "./database.ts";
 
@@ -11,7 +12,7 @@ export interface WriterOptions {
 
 export type WriterRequest =
   | { type: "open"; options: WriterOptions }
-  | { type: "commit"; batch: AcceptedDelivery[]; rejections: Rejection[] }
+  | { type: "commit"; batch: PackedBatch; rejections: Rejection[] }
   | { type: "close" };
 export type WriterReply =
   | { type: "ready" }
@@ -59,7 +60,7 @@ self.onmessage = ({ data: request }: MessageEvent<WriterRequest>) => {
   }
   const started = performance.now();
   try {
-    const results = append(request.batch, request.rejections);
+    const results = append(unpackBatch(request.batch), request.rejections);
     reply({ type: "committed", results, seconds: (performance.now() - started) / 1000 });
   } catch (error) {
     reply({ type: "failed", message: error instanceof Error ? error.message : String(error) });
