@@ -74,6 +74,14 @@ export function decodeSignedData(
   } catch {
     return { ok: false, reason: "invalid_signed_data", message: "signedData does not decode to UTF-8 text" };
   }
+  return parsePayload(text, bytes);
+}
+
+/** The payload in decoded signedData text: a JSON object with a string event. */
+export function parsePayload(
+  text: string,
+  bytes: Uint8Array,
+): Result<{ payload: SignedPayload }, "invalid_signed_data"> {
   const parsed = parseJson(text);
   if (!parsed.ok || !isObject(parsed.value)) {
     return { ok: false, reason: "invalid_signed_data", message: "signedData does not decode to a JSON object" };
