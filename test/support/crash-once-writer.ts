@@ -2,6 +2,7 @@
 // ever sees, as a broken writer thread would, then behaves: for testing GroupCommit's recovery.
 // "Ever" is kept in a marker file beside the log path, since every new thread starts afresh.
 import { existsSync, writeFileSync } from "node:fs";
+import { unpackBatch } from "../../src/log/batch-message.ts";
 import type { WriterReply, WriterRequest } from "../../src/log/writer-worker.ts";
 
 declare const self: Worker;
@@ -19,6 +20,6 @@ self.onmessage = ({ data }: MessageEvent<WriterRequest>) => {
     writeFileSync(marker, "");
     throw new Error("writer thread crashed");
   } else {
-    reply({ type: "committed", results: data.batch.map(() => ({ id: ++nextId, duplicate: false })), seconds: 0 });
+    reply({ type: "committed", results: unpackBatch(data.batch).map(() => ({ id: ++nextId, duplicate: false })), seconds: 0 });
   }
 };
