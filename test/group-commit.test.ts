@@ -1,6 +1,7 @@
-// GroupCommit's own promises, with stand-in writer threads.
+// GroupCommit's own promises, with stand-in writer threads, and the message a batch travels in.
 import { expect, test } from "bun:test";
 import { join } from "node:path";
+import { packBatch, unpackBatch } from "../src/log/batch-message.ts";
 import { GroupCommit, LogWriteError } from "../src/log/group-commit.ts";
 import { tempDir } from "./support/server.ts";
 
@@ -24,4 +25,12 @@ test("a writer thread that dies fails only its batch (503s), and a new one takes
   expect(after).toEqual([{ id: 1, duplicate: false }, { id: 2, duplicate: false }]);
   await writer.close();
   await expect(writer.append(delivery(5))).rejects.toBeInstanceOf(LogWriteError);
+});
+
+test("a batch crosses to the writer thread as one flat array and comes back field for field", () => {
+  const batch = [delivery(1), { ...delivery(2), rawBody: null, transactionAmount: 2.5, envelopeMismatch: true }, delivery(3)];
+  const packed = packBatch(batch);
+  expect(packed.every((value) => value === null || typeof value !== "object")).toBe(true);
+  expect(unpackBatch(structuredClone(packed))).toEqual(batch);
+  expect(unpackBatch(packBatch([]))).toEqual([]);
 });
