@@ -1,5 +1,6 @@
 // verifyDelivery: the canonical-body shortcut must give exactly what the general path gives.
 import { describe, expect, test } from "bun:test";
+import { canonicalBody } from "../src/verify/delivery.ts";
 import { sign } from "../src/verify/signature.ts";
 import { verifyDelivery } from "../src/verify/verify-delivery.ts";
 import { FIXTURE_SECRET, loadFixtures } from "./support/fixtures.ts";
@@ -30,6 +31,31 @@ describe("verifyDelivery", () => {
     const result = verifyDelivery(bytes(body), signature, secrets);
     expect(result.ok && result.envelopeMismatch).toBe(false);
     expect(result.ok && result.payload.text).toBe('{"event":"installed","installation":{"id":"1"}}');
+  });
+
+  test("canonical is claimed only for the one body canonicalBody rebuilds", () => {
+    const payload = '{"event":"installed","n":"?>~"}';
+    const { body, signature, signedData } = delivery(payload);
+    expect(canonicalBody(payload)).toBe(body);
+    expect(canonicalBody('{"event":"installed"} ')).toBeNull();
+    const verified = verifyDelivery(bytes(body), signature, secrets);
+    expect(verified.ok && verified.canonical).toBe(true);
+    const urlSafe = Buffer.from(payload).toString("base64url");
+    const unpadded = signedData.replace(/=+$/, "");
+    // Another base64 alphabet, no padding, a space: each signed as sent, each accepted, none canonical.
+    const others = [
+      delivery(payload, `${payload.slice(0, -1)},"signedData":"${urlSafe}"}`),
+      delivery(payload, `${payload.slice(0, -1)},"signedData":"${unpadded}"}`),
+      delivery(payload, `${payload.slice(0, -1)}, "signedData":"${signedData}"}`),
+    ];
+    expect(urlSafe).not.toBe(signedData);
+    expect(unpadded).not.toBe(signedData);
+    for (const [i, other] of others.entries()) {
+      const sent = i === 0 ? urlSafe : i === 1 ? unpadded : signedData;
+      const result = verifyDelivery(bytes(other.body), sign(FIXTURE_SECRET, sent), secrets);
+      expect(result.ok && result.canonical).toBe(false);
+      expect(result.ok && result.payload.text).toBe(payload);
+    }
   });
 
   test("bodies that only look canonical take the general path and get its answer", () => {
