@@ -98,6 +98,15 @@ export function httpRequest(delivery: SignedDelivery, path = "/webhook"): string
   );
 }
 
+/** POSTs one delivery to a server on this machine, as ICR would. */
+export function postDelivery(port: number, delivery: SignedDelivery): Promise<Response> {
+  return fetch(`http://127.0.0.1:${port}/webhook`, {
+    method: "POST",
+    headers: { "content-type": "application/json", "x-icr-signature-256": delivery.signature },
+    body: delivery.body,
+  });
+}
+
 /** The n-th delivery of a wrk thread: events and organizations rotate; the thread id and n make
  * the sender (and transaction) id unique across all threads. */
 export function threadSpec(thread: number, n: number): DeliverySpec {

@@ -2,7 +2,7 @@
 // for the receiver also the durability check, the fixed-rate run and the sustained run.
 import { mkdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import { signedDelivery, threadSpec, type DeliveryPool } from "./deliveries.ts";
+import { postDelivery, signedDelivery, threadSpec, type DeliveryPool } from "./deliveries.ts";
 import { checkLog, type LogCheck } from "./log-check.ts";
 import { memoryOf, RssSampler, stop } from "./processes.ts";
 import { SERVER_LABELS, serverLogTail, startServer, type Paths, type RunningServer, type Secrets, type ServerKind } from "./servers.ts";
@@ -68,11 +68,7 @@ async function probeFailures(ctx: IngestContext, server: RunningServer, what: st
   if (runs.every((r) => r.non2xx === 0)) return false;
   const delivery = signedDelivery(threadSpec(PROBE_THREAD, probes++), ctx.secrets.webhookSecret);
   try {
-    const response = await fetch(`http://127.0.0.1:${server.port}/webhook`, {
-      method: "POST",
-      headers: { "content-type": "application/json", "x-icr-signature-256": delivery.signature },
-      body: delivery.body,
-    });
+    const response = await postDelivery(server.port, delivery);
     ctx.problems.push(`${what}: a delivery sent after the run was answered ${response.status} ${(await response.text()).slice(0, 300)}`);
     return response.status < 400;
   } catch (error) {

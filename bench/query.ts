@@ -4,7 +4,7 @@
 import { Database } from "bun:sqlite";
 import { closeSync, fsyncSync, mkdirSync, openSync } from "node:fs";
 import { join } from "node:path";
-import { EVENTS, ORGANIZATIONS, signedDelivery, type DeliverySpec } from "./deliveries.ts";
+import { EVENTS, ORGANIZATIONS, postDelivery, signedDelivery, type DeliverySpec } from "./deliveries.ts";
 import { memoryOf, RssSampler, sleep, stop } from "./processes.ts";
 import { serverLogTail, startServer, type Paths, type Secrets } from "./servers.ts";
 
@@ -266,12 +266,7 @@ export async function measureQueries(
     // The writer builds its index of the log's payload digests after the port opens: the first
     // delivery waits for it. One not in the log must be new; one of the loaded ones a repeat.
     const post = async (spec: DeliverySpec) => {
-      const delivery = signedDelivery(spec, secrets.webhookSecret);
-      const response = await fetch(`${base}/webhook`, {
-        method: "POST",
-        headers: { "content-type": "application/json", "x-icr-signature-256": delivery.signature },
-        body: delivery.body,
-      });
+      const response = await postDelivery(server.port, signedDelivery(spec, secrets.webhookSecret));
       return { status: response.status, answer: (await response.json()) as { id?: number; duplicate?: boolean } };
     };
     const fresh = await post({ event: "installed", organization: "org-new", uid: "after-start", n: 0 });
