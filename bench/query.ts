@@ -196,6 +196,11 @@ async function bulkLoad(dbPath: string, count: number, matchingPerTen: number, s
     });
     const BATCH = 50_000;
     for (let from = 0; from < count; from += BATCH) insertBatch(from, Math.min(count, from + BATCH));
+    // Since 0003 the filter indexes live in event_keys, which the receiver fills behind the log:
+    // a log it wrote has every key copied, and so does this one.
+    if (db.query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'event_keys'").get() !== null) {
+      db.run("INSERT INTO event_keys (event_id, event, organization_id, installation_id) SELECT id, event, organization_id, installation_id FROM events ORDER BY id");
+    }
     db.run("PRAGMA journal_mode = WAL");
   } finally {
     db.close();

@@ -468,7 +468,8 @@ describe("against the live receiver", () => {
     const edited = await cli(["check", "--db", copy, "--json"]);
     expect(edited.code).toBe(1);
     const failed = JSON.parse(edited.stdout).checks.filter((c: { ok: boolean }) => !c.ok);
-    expect(failed.map((c: { name: string }) => c.name)).toEqual(["append-only", "hash-chain"]);
+    // ...and no longer matches the keys event_keys copied from it.
+    expect(failed.map((c: { name: string }) => c.name)).toEqual(["append-only", "hash-chain", "event-keys"]);
     expect(failed[1].problems).toEqual([expect.stringContaining("events: the chain breaks at id 2")]);
 
     const missing = await cli(["check", "--db", join(dir, "no-such.db")]);

@@ -166,7 +166,33 @@ const counts: Check = {
   },
 };
 
-export const CHECKS: readonly Check[] = [integrity, foreignKeys, appendOnly, hashChain, migrations, counts];
+/** event_keys is derived from events: each of its rows must match its event, with no gaps. */
+const eventKeysCheck: Check = {
+  name: "event-keys",
+  run({ sqlite }) {
+    const { copied, wrong, last } = sqlite
+      .query<{ copied: number; wrong: number; last: number | null }, []>(
+        `SELECT count(*) AS copied, max(k.event_id) AS last,
+                sum(e.id IS NULL OR k.event IS NOT e.event OR k.organization_id IS NOT e.organization_id
+                    OR k.installation_id IS NOT e.installation_id) AS wrong
+         FROM event_keys k LEFT JOIN events e ON e.id = k.event_id`,
+      )
+      .get()!;
+    // The writer copies in id order, so the copied rows are exactly the events up to the last one.
+    const { upToLast } = sqlite
+      .query<{ upToLast: number }, [number]>("SELECT count(*) AS upToLast FROM events WHERE id <= ?")
+      .get(last ?? 0)!;
+    const behind = sqlite.query<{ n: number }, [number]>("SELECT count(*) AS n FROM events WHERE id > ?").get(last ?? 0)!.n;
+    const data = { copied, behind, wrong: wrong ?? 0, missing: upToLast - copied };
+    const problems: string[] = [];
+    if (data.wrong > 0) problems.push(`${plural(data.wrong, "row")} of event_keys disagree with their event (rebuild: see the README)`);
+    if (data.missing > 0) problems.push(`${plural(data.missing, "event")} up to id ${last} have no row in event_keys`);
+    const summary = `keys of ${plural(copied, "event")} indexed, ${behind} not yet copied`;
+    return problems.length === 0 ? { ok: true, summary, data } : { ok: false, summary, problems, data };
+  },
+};
+
+export const CHECKS: readonly Check[] = [integrity, foreignKeys, appendOnly, hashChain, migrations, counts, eventKeysCheck];
 
 /** Runs every check in one read transaction (one consistent snapshot); a check that throws fails. */
 export function runChecks(database: string, log: EventLogDatabase, checks: readonly Check[] = CHECKS): CheckReport {

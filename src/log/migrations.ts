@@ -6,12 +6,14 @@ import journal from "../../drizzle/meta/_journal.json";
 import eventLog from "../../drizzle/0000_event_log.sql" with { type: "text" };
 import appendOnly from "../../drizzle/0001_append_only.sql" with { type: "text" };
 import digestIndexCanonicalBody from "../../drizzle/0002_digest_index_canonical_body.sql" with { type: "text" };
+import eventKeys from "../../drizzle/0003_event_keys.sql" with { type: "text" };
 
 /** Every migration's SQL by journal tag; a test checks that it matches the journal exactly. */
 export const migrationSql: Record<string, string> = {
   "0000_event_log": eventLog,
   "0001_append_only": appendOnly,
   "0002_digest_index_canonical_body": digestIndexCanonicalBody,
+  "0003_event_keys": eventKeys,
 };
 
 export interface Migration {

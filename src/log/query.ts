@@ -1,8 +1,9 @@
 // The read side of the log: filtered, keyset-paginated listing and one event with its deliveries.
-import { and, asc, desc, eq, gt, gte, inArray, lt, sql, type SQL } from "drizzle-orm";
+import { and, asc, desc, eq, gt, gte, inArray, lt, lte, max, sql, type SQL } from "drizzle-orm";
+import type { SQLiteColumn } from "drizzle-orm/sqlite-core";
 import { canonicalBody } from "../verify/delivery.ts";
 import type { Drizzle } from "./database.ts";
-import { deliveries, events, type EventRow } from "./schema.ts";
+import { deliveries, eventKeys, events, type EventRow } from "./schema.ts";
 
 export interface EventFilter {
   event?: string;
@@ -93,23 +94,53 @@ export function pageJson(page: { events: EventView[]; next: string | null }): st
 export class EventQueries {
   constructor(private readonly db: Drizzle) {}
 
-  /** One page of events and the cursor of the next page (null on the last one). */
+  /**
+   * One page of events and the cursor of the next page (null on the last one). A filter on a key
+   * reads event_keys up to its last row, and `events` itself past it: the newest events, whose
+   * keys the writer has not copied yet (at most a fraction of a second's worth).
+   */
   list(filter: EventFilter): { events: EventView[]; next: string | null } {
-    const conditions: (SQL | undefined)[] = [
-      filter.event === undefined ? undefined : eq(events.event, filter.event),
-      filter.installation === undefined ? undefined : eq(events.installationId, filter.installation),
-      filter.organization === undefined ? undefined : eq(events.organizationId, filter.organization),
+    const ascending = filter.order === "asc";
+    const byId = ascending ? asc : desc;
+    const limit = filter.limit + 1;
+    const around = (id: SQLiteColumn) => [
       filter.since === undefined ? undefined : gte(events.receivedAt, filter.since),
       filter.until === undefined ? undefined : lt(events.receivedAt, filter.until),
-      filter.after === undefined ? undefined : filter.order === "desc" ? lt(events.id, filter.after) : gt(events.id, filter.after),
+      filter.after === undefined ? undefined : ascending ? gt(id, filter.after) : lt(id, filter.after),
     ];
-    const rows = this.db
-      .select(eventColumns)
-      .from(events)
-      .where(and(...conditions))
-      .orderBy(filter.order === "desc" ? desc(events.id) : asc(events.id))
-      .limit(filter.limit + 1)
-      .all();
+    const keyed = (keys: { event: SQLiteColumn; installationId: SQLiteColumn; organizationId: SQLiteColumn }) => [
+      filter.event === undefined ? undefined : eq(keys.event, filter.event),
+      filter.installation === undefined ? undefined : eq(keys.installationId, filter.installation),
+      filter.organization === undefined ? undefined : eq(keys.organizationId, filter.organization),
+    ];
+    const fromEvents = (...conditions: (SQL | undefined)[]) =>
+      this.db
+        .select(eventColumns)
+        .from(events)
+        .where(and(...keyed(events), ...around(events.id), ...conditions))
+        .orderBy(byId(events.id))
+        .limit(limit)
+        .all();
+
+    let rows: EventRecord[];
+    if (filter.event === undefined && filter.installation === undefined && filter.organization === undefined) {
+      rows = fromEvents();
+    } else {
+      const watermark = this.db.select({ id: max(eventKeys.eventId) }).from(eventKeys).get()?.id ?? 0;
+      const indexed = () =>
+        this.db
+          .select(eventColumns)
+          .from(eventKeys)
+          .innerJoin(events, eq(events.id, eventKeys.eventId))
+          .where(and(...keyed(eventKeys), ...around(eventKeys.eventId), lte(eventKeys.eventId, watermark)))
+          .orderBy(byId(eventKeys.eventId))
+          .limit(limit)
+          .all();
+      const recent = () => fromEvents(gt(events.id, watermark));
+      // Pages run across the watermark in id order: below it first going up, above it going down.
+      rows = ascending ? indexed() : recent();
+      if (rows.length < limit) rows = rows.concat(ascending ? recent() : indexed()).slice(0, limit);
+    }
     const page = rows.slice(0, filter.limit);
     const next = rows.length > filter.limit ? String(page[page.length - 1]!.id) : null;
     return { events: page.map(toView), next };

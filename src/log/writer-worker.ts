@@ -4,6 +4,7 @@ import { batchAppender, type Appended, type Rejection } from "./append.ts";
 import { unpackBatch, type PackedBatch } from "./batch-message.ts";
 import type { CheckpointRequest } from "./checkpoint-worker.ts";
 import { closeEventLog, openEventLog, type EventLogDatabase } from "./database.ts";
+import { eventKeysCopier, KeysFollower } from "./event-keys.ts";
 
 export interface WriterOptions {
   path: string;
@@ -25,12 +26,14 @@ const reply = (message: WriterReply) => self.postMessage(message);
 let log: EventLogDatabase;
 let checkpointer: Worker | undefined;
 let append: ReturnType<typeof batchAppender>;
+let keys: KeysFollower;
 
 self.onmessage = ({ data: request }: MessageEvent<WriterRequest>) => {
   if (request.type === "open") {
     try {
       log = openEventLog(request.options.path, { busyTimeoutMs: request.options.busyTimeoutMs });
       append = batchAppender(log);
+      keys = new KeysFollower(eventKeysCopier(log));
       // Checkpoints belong to the checkpointer thread; the writer's own automatic checkpoint stays
       // as a backstop at 16 MB of WAL, should the checkpointer fall behind.
       log.sqlite.run("PRAGMA wal_autocheckpoint = 4000");
@@ -43,6 +46,8 @@ self.onmessage = ({ data: request }: MessageEvent<WriterRequest>) => {
       } catch {
         // The first batch builds it again, and reports what stops it.
       }
+      // Keys a crashed receiver had not copied yet.
+      keys.step();
     } catch (error) {
       reply({ type: "failed", message: error instanceof Error ? error.message : String(error) });
     }
@@ -53,6 +58,7 @@ self.onmessage = ({ data: request }: MessageEvent<WriterRequest>) => {
     checkpointer?.postMessage({ type: "stop" } satisfies CheckpointRequest);
     void stopped.then(() => {
       checkpointer?.terminate();
+      keys?.finish();
       closeEventLog(log);
       reply({ type: "closed" });
     });
@@ -62,6 +68,7 @@ self.onmessage = ({ data: request }: MessageEvent<WriterRequest>) => {
   try {
     const results = append(unpackBatch(request.batch), request.rejections);
     reply({ type: "committed", results, seconds: (performance.now() - started) / 1000 });
+    keys.appended(results.reduce((count, result) => (result.duplicate ? count : count + 1), 0));
   } catch (error) {
     reply({ type: "failed", message: error instanceof Error ? error.message : String(error) });
   }

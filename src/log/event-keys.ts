@@ -1,0 +1,84 @@
+// Keeps event_keys (see the schema) behind `events`: the writer thread copies the keys of new
+// events across in bulk, so each (organization, event) index page is written once per few hundred
+// events instead of once per commit.
+import type { SQLQueryBindings } from "bun:sqlite";
+import { asc, gt, sql } from "drizzle-orm";
+import type { EventLogDatabase } from "./database.ts";
+import { eventKeys, events } from "./schema.ts";
+
+/** Events per copying transaction: a short hold of the write lock, even on a large backlog. */
+export const KEYS_PER_STEP = 4096;
+
+/**
+ * Copies the keys of up to KEYS_PER_STEP events past the last one copied, in one IMMEDIATE
+ * transaction (another receiver may be doing the same during a hand-over: the last row is read
+ * under the lock, so neither copies a row twice). Returns how many it copied.
+ */
+export function eventKeysCopier({ db, sqlite }: EventLogDatabase) {
+  const watermark = sql`(SELECT coalesce(max(${eventKeys.eventId}), 0) FROM ${eventKeys})`;
+  const { sql: text, params } = db
+    .insert(eventKeys)
+    .select(
+      db
+        .select({ eventId: events.id, event: events.event, organizationId: events.organizationId, installationId: events.installationId })
+        .from(events)
+        .where(gt(events.id, watermark))
+        .orderBy(asc(events.id))
+        .limit(KEYS_PER_STEP),
+    )
+    .toSQL();
+  // Run as a plain statement: it says how many rows it inserted, Drizzle's run() does not.
+  const copy = sqlite.prepare<never, SQLQueryBindings[]>(text);
+  const step = sqlite.transaction(() => copy.run(...(params as SQLQueryBindings[])).changes);
+  return (): number => step.immediate();
+}
+
+/** Copy at once once this many events are waiting; fewer wait at most KEYS_DELAY_MS. */
+export const KEYS_EAGER = 1024;
+export const KEYS_DELAY_MS = 100;
+
+/**
+ * When the writer copies keys: soon after a quiet moment, at once after a burst, step by step
+ * through a backlog (one step per turn of the writer's event loop, so batches of deliveries
+ * waiting in its queue go between steps). A failed step is tried again after the delay.
+ */
+export class KeysFollower {
+  private waiting = 0;
+  private timer: Timer | undefined;
+
+  constructor(private readonly copy: () => number) {}
+
+  /** After a commit that appended `count` events. */
+  appended(count: number): void {
+    this.waiting += count;
+    if (this.waiting >= KEYS_EAGER) this.step();
+    else if (this.waiting > 0) this.timer ??= setTimeout(() => this.step(), KEYS_DELAY_MS);
+  }
+
+  /** Copies one step now, and schedules the next while there is a backlog. */
+  step(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    let copied: number;
+    try {
+      copied = this.copy();
+    } catch {
+      // The log is busy or full: the rows stay visible through `events`, and the copy waits.
+      this.timer = setTimeout(() => this.step(), KEYS_DELAY_MS);
+      return;
+    }
+    if (copied === KEYS_PER_STEP) this.timer = setTimeout(() => this.step(), 0);
+    else this.waiting = 0;
+  }
+
+  /** Copies everything still waiting (a stopping receiver leaves no lag behind it). */
+  finish(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    try {
+      while (this.copy() === KEYS_PER_STEP);
+    } catch {
+      // The next receiver to open the log copies them.
+    }
+  }
+}

@@ -1,0 +1,280 @@
+// event_keys, the filter index written behind the log: queries that cross its last row, the copy
+// step on its own (two writers, a backlog), when the writer copies, and the receiver keeping it up.
+import { describe, expect, test } from "bun:test";
+import { Database } from "bun:sqlite";
+import { join } from "node:path";
+import { batchAppender, type AcceptedDelivery } from "../src/log/append.ts";
+import { closeEventLog, openEventLog, type EventLogDatabase } from "../src/log/database.ts";
+import { eventKeysCopier, KEYS_DELAY_MS, KEYS_EAGER, KEYS_PER_STEP, KeysFollower } from "../src/log/event-keys.ts";
+import { bundledMigrations, migrate } from "../src/log/migrations.ts";
+import { EventQueries, type EventFilter } from "../src/log/query.ts";
+import { drizzle } from "drizzle-orm/bun-sqlite";
+import { createApp, stopApp } from "../src/app.ts";
+import { runChecks } from "../src/cli/check.ts";
+import * as schema from "../src/log/schema.ts";
+import { signedDelivery, startServer, tempDir, testConfig } from "./support/server.ts";
+import { sqlite3 } from "./support/sqlite-shell.ts";
+
+const EVENTS = ["installed", "warehouseTransaction", "suspended"];
+const ORGANIZATIONS = ["org-a", "org-b", null];
+
+function delivery(n: number): AcceptedDelivery {
+  const payload = JSON.stringify({ event: EVENTS[n % 3], n });
+  return {
+    event: EVENTS[n % 3]!,
+    installationId: n % 5 === 0 ? null : `inst-${n % 4}`,
+    organizationId: ORGANIZATIONS[Math.floor(n / 3) % 3]!,
+    appId: null,
+    transactionId: null,
+    transactionStatus: null,
+    transactionType: null,
+    transactionAmount: null,
+    receivedAt: new Date(Date.UTC(2026, 0, 1, 0, 0, n)).toISOString(),
+    remoteAddress: "127.0.0.1",
+    headers: "{}",
+    rawBody: null,
+    payload,
+    payloadSha256: new Bun.CryptoHasher("sha256").update(payload).digest("hex"),
+    secretLabel: "default",
+    envelopeMismatch: false,
+  };
+}
+
+function logWith(count: number): EventLogDatabase {
+  const log = openEventLog(join(tempDir(), "log.db"));
+  const append = batchAppender(log);
+  for (let n = 0; n < count; n += 500) append(Array.from({ length: Math.min(500, count - n) }, (_, i) => delivery(n + i)));
+  return log;
+}
+
+const keyRows = (log: EventLogDatabase) => log.sqlite.query<{ n: number; last: number | null }, []>("SELECT count(*) AS n, max(event_id) AS last FROM event_keys").get()!;
+
+/** Every id a filter lists, page by page, following `next`. */
+function allPages(queries: EventQueries, filter: Omit<EventFilter, "limit" | "after">, limit: number): number[] {
+  const ids: number[] = [];
+  let after: number | undefined;
+  for (;;) {
+    const page = queries.list({ ...filter, limit, after });
+    ids.push(...page.events.map((e) => e.id));
+    if (page.next === null) return ids;
+    after = Number(page.next);
+  }
+}
+
+describe("filtered queries across the last copied row", () => {
+  test("list every match once, in order, whether its keys are copied or not", () => {
+    const log = logWith(60);
+    // Keys copied for the first 23 events only, as if the writer were behind.
+    log.sqlite.run("INSERT INTO event_keys SELECT id, event, organization_id, installation_id FROM events WHERE id <= 23");
+    const queries = new EventQueries(log.db);
+    const filters: Omit<EventFilter, "limit" | "after" | "order">[] = [
+      { event: "installed" },
+      { organization: "org-b" },
+      { event: "suspended", organization: "org-a" },
+      { installation: "inst-1" },
+      { installation: "inst-3", event: "warehouseTransaction" },
+      { event: "suspended", since: "2026-01-01T00:00:10.000Z", until: "2026-01-01T00:00:40.000Z" },
+      { event: "no-such-event" },
+    ];
+    for (const filter of filters) {
+      const where: string[] = [];
+      if (filter.event !== undefined) where.push(`event = '${filter.event}'`);
+      if (filter.organization !== undefined) where.push(`organization_id = '${filter.organization}'`);
+      if (filter.installation !== undefined) where.push(`installation_id = '${filter.installation}'`);
+      if (filter.since !== undefined) where.push(`received_at >= '${filter.since}'`);
+      if (filter.until !== undefined) where.push(`received_at < '${filter.until}'`);
+      const expected = log.sqlite.query<{ id: number }, []>(`SELECT id FROM events WHERE ${where.join(" AND ")} ORDER BY id`).all().map((r) => r.id);
+      for (const limit of [1, 3, 100]) {
+        expect(allPages(queries, { ...filter, order: "asc" }, limit)).toEqual(expected);
+        expect(allPages(queries, { ...filter, order: "desc" }, limit)).toEqual([...expected].reverse());
+      }
+    }
+    closeEventLog(log);
+  });
+
+  test("a key filter reads event_keys through its index, with no sort and no scan of events", () => {
+    const log = logWith(10);
+    log.sqlite.run("INSERT INTO event_keys SELECT id, event, organization_id, installation_id FROM events WHERE id <= 5");
+    // The statements EventQueries.list really prepares, planned as SQLite would run them.
+    const prepared: string[] = [];
+    const prepare = log.sqlite.prepare.bind(log.sqlite);
+    log.sqlite.prepare = ((text: string, ...rest: never[]) => (prepared.push(text), prepare(text, ...rest))) as typeof log.sqlite.prepare;
+    const queries = new EventQueries(log.db);
+    for (const order of ["asc", "desc"] as const) queries.list({ organization: "org-a", event: "installed", order, limit: 2 });
+    const plans = prepared
+      .filter((text) => text.includes('from "event_keys" inner join'))
+      .map((text) => log.sqlite.query<{ detail: string }, []>(`EXPLAIN QUERY PLAN ${text}`).all().map((r) => r.detail).join(" | "));
+    expect(plans).toHaveLength(2);
+    for (const plan of plans) {
+      expect(plan).toMatch(/^SEARCH event_keys USING (COVERING )?INDEX event_keys_organization_event \(organization_id=\? AND event=\? AND rowid[<>]\?\)/);
+      expect(plan).toContain("SEARCH events USING INTEGER PRIMARY KEY (rowid=?)");
+      expect(plan).not.toContain("TEMP B-TREE");
+    }
+    closeEventLog(log);
+  });
+});
+
+describe("copying keys", () => {
+  test("in id order, at most one step's worth at a time, never a row twice from two connections", () => {
+    const log = logWith(KEYS_PER_STEP + 700);
+    const other = openEventLog(log.path);
+    const copy = eventKeysCopier(log);
+    const copyElsewhere = eventKeysCopier(other);
+    expect(copy()).toBe(KEYS_PER_STEP);
+    expect(keyRows(log)).toEqual({ n: KEYS_PER_STEP, last: KEYS_PER_STEP });
+    expect(copyElsewhere()).toBe(700);
+    expect(copy()).toBe(0);
+    expect(keyRows(log)).toEqual({ n: KEYS_PER_STEP + 700, last: KEYS_PER_STEP + 700 });
+    const wrong = log.sqlite
+      .query<{ n: number }, []>(
+        "SELECT count(*) AS n FROM event_keys k JOIN events e ON e.id = k.event_id " +
+          "WHERE k.event IS NOT e.event OR k.organization_id IS NOT e.organization_id OR k.installation_id IS NOT e.installation_id",
+      )
+      .get()!.n;
+    expect(wrong).toBe(0);
+    closeEventLog(other);
+    closeEventLog(log);
+  });
+});
+
+describe("KeysFollower: when the writer copies", () => {
+  /** A copy step over a counter of waiting events, the way eventKeysCopier behaves. */
+  function backlog(waiting: number) {
+    const state = { waiting, steps: 0, failNext: false };
+    const copy = () => {
+      state.steps++;
+      if (state.failNext) {
+        state.failNext = false;
+        throw new Error("database is locked");
+      }
+      const copied = Math.min(KEYS_PER_STEP, state.waiting);
+      state.waiting -= copied;
+      return copied;
+    };
+    return { state, copy };
+  }
+  const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+  test("a few events wait for the delay; a burst is copied at once", async () => {
+    const { state, copy } = backlog(0);
+    const follower = new KeysFollower(copy);
+    state.waiting += 5;
+    follower.appended(5);
+    state.waiting += 5;
+    follower.appended(5);
+    expect(state.steps).toBe(0);
+    await sleep(KEYS_DELAY_MS * 3);
+    expect(state).toEqual({ waiting: 0, steps: 1, failNext: false });
+
+    state.waiting += KEYS_EAGER;
+    follower.appended(KEYS_EAGER);
+    expect(state).toEqual({ waiting: 0, steps: 2, failNext: false });
+  });
+
+  test("a backlog goes step by step, letting other work in between; a failed step is tried again", async () => {
+    const { state, copy } = backlog(KEYS_PER_STEP * 2 + 10);
+    const follower = new KeysFollower(copy);
+    follower.step();
+    expect(state.steps).toBe(1);
+    expect(state.waiting).toBe(KEYS_PER_STEP + 10);
+    await sleep(20);
+    expect(state).toEqual({ waiting: 0, steps: 3, failNext: false });
+
+    state.waiting = 3;
+    state.failNext = true;
+    follower.appended(3);
+    await sleep(KEYS_DELAY_MS * 4);
+    expect(state).toEqual({ waiting: 0, steps: 5, failNext: false });
+  });
+
+  test("finish copies everything left, without waiting", () => {
+    const { state, copy } = backlog(KEYS_PER_STEP * 3 + 1);
+    const follower = new KeysFollower(copy);
+    follower.appended(1);
+    follower.finish();
+    expect(state).toEqual({ waiting: 0, steps: 4, failNext: false });
+  });
+});
+
+describe("the receiver keeps event_keys up", () => {
+  test("finds a delivery by its keys as soon as it is answered, and copies them soon after", async () => {
+    const server = await startServer();
+    const path = server.config.databasePath;
+    const ids: number[] = [];
+    for (let n = 0; n < 5; n++) {
+      const { body, headers } = signedDelivery({ event: "installed", installation: { id: `inst-keys-${n}`, organization: { id: "org-keys" } } });
+      const response = await server.post(body, headers);
+      expect(response.status).toBe(202);
+      const { id } = (await response.json()) as { id: number };
+      ids.push(id);
+      // Answered before the writer has copied its keys: found through events itself.
+      const listed = await server.query(`/events?installation=inst-keys-${n}`);
+      expect(((await listed.json()) as { events: { id: number }[] }).events.map((e) => e.id)).toEqual([id]);
+    }
+    const deadline = Date.now() + 5000;
+    while (Date.now() < deadline && Number(sqlite3(path, "SELECT count(*) FROM event_keys", ["-readonly"]).trim()) < 5) await Bun.sleep(20);
+    expect(sqlite3(path, "SELECT event_id, organization_id FROM event_keys ORDER BY event_id", ["-readonly"]).trim().split("\n")).toEqual(
+      ids.map((id) => `${id}|org-keys`),
+    );
+
+    await server.stop();
+  });
+
+  test("a receiver stopping before the delay is up copies what is left on the way out", async () => {
+    const config = testConfig(tempDir());
+    const database = openEventLog(config.databasePath);
+    const app = await createApp(config, database);
+    app.listen({ hostname: "127.0.0.1", port: 0 });
+    for (let n = 0; n < 4; n++) {
+      const { body, headers } = signedDelivery({ event: "suspended" });
+      const response = await fetch(`http://127.0.0.1:${app.server!.port}${config.webhookPath}`, { method: "POST", headers, body });
+      expect(response.status).toBe(202);
+    }
+    await stopApp(app);
+    expect(keyRows(database)).toEqual({ n: 4, last: 4 });
+    closeEventLog(database);
+  });
+});
+
+describe("check: event-keys", () => {
+  test("passes behind the log, fails on a key row that disagrees with its event or a gap", () => {
+    const log = logWith(30);
+    log.sqlite.run("INSERT INTO event_keys SELECT id, event, organization_id, installation_id FROM events WHERE id <= 20");
+    const eventKeysCheck = () => runChecks(log.path, log).checks.find((c) => c.name === "event-keys")!;
+    expect(eventKeysCheck()).toMatchObject({ ok: true, data: { copied: 20, behind: 10, wrong: 0, missing: 0 } });
+
+    // event_keys has no triggers (it can be rebuilt): sqlite3 can change it, and check notices.
+    sqlite3(log.path, "UPDATE event_keys SET organization_id = 'forged' WHERE event_id = 7; DELETE FROM event_keys WHERE event_id = 12;");
+    const broken = eventKeysCheck();
+    expect(broken).toMatchObject({ ok: false, data: { copied: 19, behind: 10, wrong: 1, missing: 1 } });
+    expect(broken.problems).toEqual([
+      "1 row of event_keys disagree with their event (rebuild: see the README)",
+      "1 event up to id 20 have no row in event_keys",
+    ]);
+
+    // The README's rebuild: empty it; the receiver copies every event again.
+    sqlite3(log.path, "DELETE FROM event_keys;");
+    while (eventKeysCopier(log)() > 0);
+    expect(eventKeysCheck()).toMatchObject({ ok: true, data: { copied: 30, behind: 0 } });
+    closeEventLog(log);
+  });
+});
+
+describe("upgrading a log written before 0003", () => {
+  test("copies the keys of every event already in it", () => {
+    const path = join(tempDir(), "old.db");
+    const old = new Database(path, { strict: true });
+    migrate(old, bundledMigrations().slice(0, 3));
+    const append = batchAppender({ sqlite: old, db: drizzle({ client: old, schema }), path, busyTimeoutMs: 5000 });
+    append(Array.from({ length: 40 }, (_, n) => delivery(n)));
+    old.close();
+
+    const log = openEventLog(path); // applies 0003
+    expect(keyRows(log)).toEqual({ n: 40, last: 40 });
+    const report = runChecks(path, log);
+    expect(report.checks.find((c) => c.name === "event-keys")).toMatchObject({ ok: true, data: { copied: 40, behind: 0, wrong: 0, missing: 0 } });
+    const indexes = log.sqlite.query<{ name: string }, []>("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events' AND sql IS NOT NULL ORDER BY name").all();
+    expect(indexes.map((i) => i.name)).toEqual(["events_id_payload_sha256", "events_received_at"]);
+    closeEventLog(log);
+  });
+});
