@@ -148,6 +148,10 @@ describe("inspection with sqlite3 -readonly while the server writes", () => {
     expect(
       inspect(path, "SELECT json_extract(payload, '$.installation.organization.id') AS org, sum(json_extract(payload, '$.transaction.amount')) FROM events WHERE event = 'warehouseTransaction' GROUP BY org"),
     ).toBe("org-a|3\norg-b|3");
+    const viaKeys = "SELECT e.id, e.received_at FROM event_keys k JOIN events e ON e.id = k.event_id WHERE k.organization_id = 'org-a' AND k.event = 'warehouseTransaction' ORDER BY k.event_id DESC LIMIT 10";
+    const deadline = Date.now() + 5000;
+    while (Date.now() < deadline && inspect(path, viaKeys) === "") await Bun.sleep(20); // copied behind the log
+    expect(inspect(path, viaKeys)).toMatch(/^2\|\d{4}-\d\d-\d\dT[\d:.]+Z$/);
     expect(inspect(path, "SELECT json_extract(headers, '$.\"x-icr-signature-256\"') LIKE 'sha256=%' FROM deliveries LIMIT 1")).toBe("1");
     // These bodies were all in ICR's canonical form: kept as NULL, the payload rebuilds them.
     expect(inspect(path, "SELECT count(*) FROM deliveries WHERE raw_body IS NOT NULL")).toBe("0");
