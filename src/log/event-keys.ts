@@ -33,7 +33,7 @@ export function eventKeysCopier({ db, sqlite }: EventLogDatabase) {
   return (): number => step.immediate();
 }
 
-/** Copy at once once this many events are waiting; fewer wait at most KEYS_DELAY_MS. */
+/** Keys are copied at once when this many events wait, and otherwise within KEYS_DELAY_MS. */
 export const KEYS_EAGER = 1024;
 export const KEYS_DELAY_MS = 100;
 
