@@ -10,6 +10,7 @@ CREATE TABLE `event_keys` (
 INSERT INTO `event_keys` (`event_id`, `event`, `organization_id`, `installation_id`)
 SELECT `id`, `event`, `organization_id`, `installation_id` FROM `events` ORDER BY `id`;--> statement-breakpoint
 CREATE INDEX `event_keys_organization_event` ON `event_keys` (`organization_id`,`event`);--> statement-breakpoint
+CREATE INDEX `event_keys_organization` ON `event_keys` (`organization_id`);--> statement-breakpoint
 CREATE INDEX `event_keys_installation` ON `event_keys` (`installation_id`);--> statement-breakpoint
 CREATE INDEX `event_keys_event` ON `event_keys` (`event`);--> statement-breakpoint
 DROP INDEX `events_organization_event`;--> statement-breakpoint

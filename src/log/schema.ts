@@ -59,6 +59,8 @@ export const eventKeys = sqliteTable(
   },
   (table) => [
     index("event_keys_organization_event").on(table.organizationId, table.event),
+    // An organization alone: in (organization, event) its events are in id order only per event.
+    index("event_keys_organization").on(table.organizationId),
     index("event_keys_installation").on(table.installationId),
     index("event_keys_event").on(table.event),
   ],
