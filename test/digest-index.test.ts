@@ -3,9 +3,10 @@
 // batch that rolled back, a restart).
 import { describe, expect, test } from "bun:test";
 import { join } from "node:path";
-import { batchAppender, type AcceptedDelivery } from "../src/log/append.ts";
+import { batchAppender } from "../src/log/append.ts";
 import { closeEventLog, openEventLog } from "../src/log/database.ts";
 import { DigestIndex } from "../src/log/digest-index.ts";
+import { acceptedDelivery } from "./support/accepted-delivery.ts";
 import { tempDir } from "./support/server.ts";
 
 const sha256 = (text: string) => new Bun.CryptoHasher("sha256").update(text).digest("hex");
@@ -55,26 +56,7 @@ describe("DigestIndex", () => {
   });
 });
 
-function delivery(payload: string, remoteAddress = "127.0.0.1"): AcceptedDelivery {
-  return {
-    event: "installed",
-    installationId: null,
-    organizationId: null,
-    appId: null,
-    transactionId: null,
-    transactionStatus: null,
-    transactionType: null,
-    transactionAmount: null,
-    receivedAt: new Date().toISOString(),
-    remoteAddress,
-    headers: "{}",
-    rawBody: null,
-    payload,
-    payloadSha256: sha256(payload),
-    secretLabel: "default",
-    envelopeMismatch: false,
-  };
-}
+const delivery = (payload: string, remoteAddress = "127.0.0.1") => acceptedDelivery(payload, { remoteAddress });
 
 describe("the appender's duplicate detection", () => {
   test("sees the rows another writer appended, and the log's rows after a restart", () => {

@@ -2,16 +2,17 @@
 // step on its own (two writers, a backlog), when the writer copies, and the receiver keeping it up.
 import { describe, expect, test } from "bun:test";
 import { Database } from "bun:sqlite";
+import { drizzle } from "drizzle-orm/bun-sqlite";
 import { join } from "node:path";
+import { createApp, stopApp } from "../src/app.ts";
+import { runChecks } from "../src/cli/check.ts";
 import { batchAppender, type AcceptedDelivery } from "../src/log/append.ts";
 import { closeEventLog, openEventLog, type EventLogDatabase } from "../src/log/database.ts";
 import { eventKeysCopier, KEYS_DELAY_MS, KEYS_EAGER, KEYS_PER_STEP, KeysFollower } from "../src/log/event-keys.ts";
 import { bundledMigrations, migrate } from "../src/log/migrations.ts";
 import { EventQueries, type EventFilter } from "../src/log/query.ts";
-import { drizzle } from "drizzle-orm/bun-sqlite";
-import { createApp, stopApp } from "../src/app.ts";
-import { runChecks } from "../src/cli/check.ts";
 import * as schema from "../src/log/schema.ts";
+import { acceptedDelivery } from "./support/accepted-delivery.ts";
 import { signedDelivery, startServer, tempDir, testConfig } from "./support/server.ts";
 import { sqlite3 } from "./support/sqlite-shell.ts";
 
@@ -19,25 +20,12 @@ const EVENTS = ["installed", "warehouseTransaction", "suspended"];
 const ORGANIZATIONS = ["org-a", "org-b", null];
 
 function delivery(n: number): AcceptedDelivery {
-  const payload = JSON.stringify({ event: EVENTS[n % 3], n });
-  return {
+  return acceptedDelivery(JSON.stringify({ event: EVENTS[n % 3], n }), {
     event: EVENTS[n % 3]!,
     installationId: n % 5 === 0 ? null : `inst-${n % 4}`,
     organizationId: ORGANIZATIONS[Math.floor(n / 3) % 3]!,
-    appId: null,
-    transactionId: null,
-    transactionStatus: null,
-    transactionType: null,
-    transactionAmount: null,
     receivedAt: new Date(Date.UTC(2026, 0, 1, 0, 0, n)).toISOString(),
-    remoteAddress: "127.0.0.1",
-    headers: "{}",
-    rawBody: null,
-    payload,
-    payloadSha256: new Bun.CryptoHasher("sha256").update(payload).digest("hex"),
-    secretLabel: "default",
-    envelopeMismatch: false,
-  };
+  });
 }
 
 function logWith(count: number): EventLogDatabase {
@@ -46,6 +34,12 @@ function logWith(count: number): EventLogDatabase {
   for (let n = 0; n < count; n += 500) append(Array.from({ length: Math.min(500, count - n) }, (_, i) => delivery(n + i)));
   return log;
 }
+
+/** Copies the keys of the events up to `lastId` only, as if the writer were behind. */
+const copyKeysUpTo = (log: EventLogDatabase, lastId: number) =>
+  log.sqlite.run("INSERT INTO event_keys SELECT id, event, organization_id, installation_id FROM events WHERE id <= ?", [lastId]);
+
+const eventKeysCheck = (log: EventLogDatabase) => runChecks(log.path, log).checks.find((c) => c.name === "event-keys")!;
 
 const keyRows = (log: EventLogDatabase) => log.sqlite.query<{ n: number; last: number | null }, []>("SELECT count(*) AS n, max(event_id) AS last FROM event_keys").get()!;
 
@@ -64,8 +58,7 @@ function allPages(queries: EventQueries, filter: Omit<EventFilter, "limit" | "af
 describe("filtered queries across the last copied row", () => {
   test("list every match once, in order, whether its keys are copied or not", () => {
     const log = logWith(60);
-    // Keys copied for the first 23 events only, as if the writer were behind.
-    log.sqlite.run("INSERT INTO event_keys SELECT id, event, organization_id, installation_id FROM events WHERE id <= 23");
+    copyKeysUpTo(log, 23);
     const queries = new EventQueries(log.db);
     const filters: Omit<EventFilter, "limit" | "after" | "order">[] = [
       { event: "installed" },
@@ -94,7 +87,7 @@ describe("filtered queries across the last copied row", () => {
 
   test("every combination of key filters reads event_keys through an index, with no sort", () => {
     const log = logWith(10);
-    log.sqlite.run("INSERT INTO event_keys SELECT id, event, organization_id, installation_id FROM events WHERE id <= 5");
+    copyKeysUpTo(log, 5);
     // The statements EventQueries.list really prepares, planned as SQLite would run them.
     const prepared: string[] = [];
     const prepare = log.sqlite.prepare.bind(log.sqlite);
@@ -132,13 +125,7 @@ describe("copying keys", () => {
     expect(copyElsewhere()).toBe(700);
     expect(copy()).toBe(0);
     expect(keyRows(log)).toEqual({ n: KEYS_PER_STEP + 700, last: KEYS_PER_STEP + 700 });
-    const wrong = log.sqlite
-      .query<{ n: number }, []>(
-        "SELECT count(*) AS n FROM event_keys k JOIN events e ON e.id = k.event_id " +
-          "WHERE k.event IS NOT e.event OR k.organization_id IS NOT e.organization_id OR k.installation_id IS NOT e.installation_id",
-      )
-      .get()!.n;
-    expect(wrong).toBe(0);
+    expect(eventKeysCheck(log)).toMatchObject({ ok: true, data: { copied: KEYS_PER_STEP + 700, behind: 0, wrong: 0, missing: 0 } });
     closeEventLog(other);
     closeEventLog(log);
   });
@@ -246,13 +233,12 @@ describe("the receiver keeps event_keys up", () => {
 describe("check: event-keys", () => {
   test("passes behind the log, fails on a key row that disagrees with its event or a gap", () => {
     const log = logWith(30);
-    log.sqlite.run("INSERT INTO event_keys SELECT id, event, organization_id, installation_id FROM events WHERE id <= 20");
-    const eventKeysCheck = () => runChecks(log.path, log).checks.find((c) => c.name === "event-keys")!;
-    expect(eventKeysCheck()).toMatchObject({ ok: true, data: { copied: 20, behind: 10, wrong: 0, missing: 0 } });
+    copyKeysUpTo(log, 20);
+    expect(eventKeysCheck(log)).toMatchObject({ ok: true, data: { copied: 20, behind: 10, wrong: 0, missing: 0 } });
 
     // event_keys has no triggers (it can be rebuilt): sqlite3 can change it, and check notices.
     sqlite3(log.path, "UPDATE event_keys SET organization_id = 'forged' WHERE event_id = 7; DELETE FROM event_keys WHERE event_id = 12;");
-    const broken = eventKeysCheck();
+    const broken = eventKeysCheck(log);
     expect(broken).toMatchObject({ ok: false, data: { copied: 19, behind: 10, wrong: 1, missing: 1 } });
     expect(broken.problems).toEqual([
       "1 row of event_keys disagree with their event (rebuild: see the README)",
@@ -262,7 +248,7 @@ describe("check: event-keys", () => {
     // The README's rebuild: empty it; the receiver copies every event again.
     sqlite3(log.path, "DELETE FROM event_keys;");
     while (eventKeysCopier(log)() > 0);
-    expect(eventKeysCheck()).toMatchObject({ ok: true, data: { copied: 30, behind: 0 } });
+    expect(eventKeysCheck(log)).toMatchObject({ ok: true, data: { copied: 30, behind: 0 } });
     closeEventLog(log);
   });
 });
@@ -278,8 +264,7 @@ describe("upgrading a log written before 0003", () => {
 
     const log = openEventLog(path); // applies 0003
     expect(keyRows(log)).toEqual({ n: 40, last: 40 });
-    const report = runChecks(path, log);
-    expect(report.checks.find((c) => c.name === "event-keys")).toMatchObject({ ok: true, data: { copied: 40, behind: 0, wrong: 0, missing: 0 } });
+    expect(eventKeysCheck(log)).toMatchObject({ ok: true, data: { copied: 40, behind: 0, wrong: 0, missing: 0 } });
     const indexes = log.sqlite.query<{ name: string }, []>("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events' AND sql IS NOT NULL ORDER BY name").all();
     expect(indexes.map((i) => i.name)).toEqual(["events_id_payload_sha256", "events_received_at"]);
     closeEventLog(log);
