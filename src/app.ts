@@ -42,9 +42,14 @@ export async function createApp(config: Config, database: EventLogDatabase, { lo
   const onOutcome = (outcome: DeliveryOutcome, remoteAddress: string | null, seconds: number) => {
     const ms = Math.round(seconds * 10_000) / 10;
     if (outcome.accepted) {
-      const { appended, secretLabel, envelopeMismatch, event } = outcome;
-      metrics.delivery({ accepted: true, secretLabel, duplicate: appended.duplicate, envelopeMismatch }, seconds);
-      logger("info", "delivery", { status: 202, id: appended.id, duplicate: appended.duplicate, event, secretLabel, envelopeMismatch, remoteAddress, ms });
+      const { appended, secretLabel, envelopeMismatch, event, unparsedReason } = outcome;
+      metrics.delivery({ accepted: true, secretLabel, duplicate: appended.duplicate, envelopeMismatch, unparsedReason }, seconds);
+      // Authentic but unreadable: stored, and worth a look (ICR may have changed its payloads).
+      if (unparsedReason !== null) {
+        logger("warn", "delivery", { status: 202, id: appended.id, duplicate: appended.duplicate, unparsedReason, secretLabel, envelopeMismatch, remoteAddress, ms });
+      } else {
+        logger("info", "delivery", { status: 202, id: appended.id, duplicate: appended.duplicate, event, secretLabel, envelopeMismatch, remoteAddress, ms });
+      }
     } else {
       metrics.delivery(outcome, seconds);
       const { status, reason, detail } = outcome;
@@ -79,6 +84,7 @@ export async function createApp(config: Config, database: EventLogDatabase, { lo
         secrets: config.secrets,
         bodyLimit: config.bodyLimit,
         rejectionLimit: config.rejectionLimit,
+        redact: [config.queryToken],
         writer,
         onOutcome,
       }),

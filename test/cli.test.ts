@@ -6,7 +6,7 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node
 import { join } from "node:path";
 import { commands } from "../src/cli/index.ts";
 import { SAMPLE_EVENTS } from "../src/cli/samples.ts";
-import { FIXTURE_SECRET, loadFixtures } from "./support/fixtures.ts";
+import { FIXTURE_SECRET, fixture, loadFixtures } from "./support/fixtures.ts";
 import { REPO, spawnReceiver, type ReceiverProcess } from "./support/process.ts";
 import { tempDir } from "./support/server.ts";
 
@@ -244,7 +244,7 @@ describe("against the live receiver", () => {
     expect(unreachable.stderr).toMatch(/^icr-receiver send: POST http:\/\/127\.0\.0\.1:9\/webhook: /);
   }, T);
 
-  test("the shared fixtures, posted as ICR would, land in the same log", async () => {
+  test("every fixture, posted as ICR would, lands in the same log", async () => {
     for (const f of loadFixtures()) {
       const response = await fetch(webhookUrl, { method: "POST", headers: f.headers, body: f.body });
       expect({ fixture: f.name, status: response.status }).toEqual({ fixture: f.name, status: f.expect.status });
@@ -289,6 +289,20 @@ describe("against the live receiver", () => {
     expect(lines).toHaveLength(all.length + 1);
     expect(table.stdout).toContain("warehouseTransaction");
     expect(table.stdout).toContain("unsigned copy differs"); // the tampered-top-level fixture
+    expect(table.stdout).toContain("(unparsed: not_json)"); // the signed-data-not-json fixture
+
+    // Unparsed events, as GET /events?parsed=false: exactly the rows without an event name.
+    const unparsed = await cli(["events", "--ndjson", "--unparsed", "--limit", "1000"]);
+    expect(unparsed.code).toBe(0);
+    const withoutName = oracle<{ id: number }>("SELECT id FROM events WHERE event IS NULL ORDER BY id DESC").map((r) => r.id);
+    expect(withoutName.length).toBeGreaterThan(0);
+    expect(ndjson(unparsed.stdout).map((e) => e.id)).toEqual(withoutName);
+    expect(ndjson(unparsed.stdout).every((e) => e.parsed === false && e.event === null && typeof e.unparsedReason === "string")).toBe(true);
+    const parsed = await cli(["events", "--ndjson", "--parsed", "--limit", "1000"]);
+    expect(ndjson(parsed.stdout)).toHaveLength(all.length - withoutName.length);
+    const both = await cli(["events", "--parsed", "--unparsed"]);
+    expect(both.code).toBe(2);
+    expect(both.stderr).toContain("--parsed and --unparsed exclude each other");
   }, T);
 
   test("tail prints the latest N oldest first", async () => {
@@ -298,6 +312,9 @@ describe("against the live receiver", () => {
     expect(ndjson(tail.stdout).map((e) => e.id)).toEqual(all.slice(-3));
     const filtered = await cli(["tail", "--ndjson", "--event", "installed", "--lines", "1000"]);
     expect(ndjson(filtered.stdout).every((e) => e.event === "installed")).toBe(true);
+    const unparsed = await cli(["tail", "--ndjson", "--unparsed", "--lines", "1000"]);
+    expect(ndjson(unparsed.stdout).length).toBeGreaterThan(0);
+    expect(ndjson(unparsed.stdout).every((e) => e.parsed === false)).toBe(true);
   }, T);
 
   test("tail -f prints a delivery posted after it started, and stops cleanly on SIGTERM", async () => {
@@ -335,6 +352,9 @@ describe("against the live receiver", () => {
     const exported = ndjson(plain.stdout);
     expect(exported.map((e) => e.id)).toEqual(all);
     expect(exported.every((e) => e.deliveries === undefined && typeof e.payload === "object")).toBe(true);
+    // Unparsed events are exported with the rest, their payload null and their text beside it.
+    expect(exported.filter((e) => e.parsed === false).every((e) => e.payload === null && "payloadText" in e)).toBe(true);
+    expect(exported.some((e) => e.parsed === false)).toBe(true);
     expect(plain.stderr).toMatch(new RegExp(`^export: ${all.length} events, [\\d.]+ (B|KiB|MiB) in [\\d.]+ s to stdout\\n$`));
 
     const file = join(dir, "export.ndjson");
@@ -351,7 +371,7 @@ describe("against the live receiver", () => {
     const shape = ["duplicate", "envelopeMismatch", "headers", "id", "rawBody", "receivedAt", "remoteAddress", "secretLabel"];
     for (const record of records) for (const d of record.deliveries) expect(Object.keys(d).sort()).toEqual(shape);
     // Raw bodies are exactly as received: a fixture's body is in there byte for byte.
-    const installed = loadFixtures().find((f) => f.name === "installed")!;
+    const installed = fixture("installed");
     expect(records.some((e) => e.deliveries.some((d: { rawBody: string }) => d.rawBody === installed.body))).toBe(true);
 
     const again = await cli(["export", "--output", file]);
@@ -413,11 +433,13 @@ describe("against the live receiver", () => {
     // The receiver is idle now, so the snapshot check read equals this one.
     expect(counts).toEqual({
       events: countOf("SELECT count(*) AS n FROM events"),
+      unparsed: countOf("SELECT count(*) AS n FROM events WHERE event IS NULL"),
       deliveries,
       duplicates: countOf("SELECT count(*) AS n FROM deliveries WHERE duplicate = 1"),
       repeatedPayloads: 0,
     });
     expect(counts.duplicates).toBeGreaterThanOrEqual(2); // --repeat 3, and the fixtures' repeats
+    expect(counts.unparsed).toBeGreaterThan(0); // the fixtures whose signed data is not an event
   }, T);
 
   test("check fails when one payload is stored as two events", async () => {
@@ -493,6 +515,7 @@ describe("against the live receiver", () => {
     expect(checked.code).toBe(0);
     expect(JSON.parse(checked.stdout).checks.find((c: { name: string }) => c.name === "counts").data).toEqual({
       events: 0,
+      unparsed: 0,
       deliveries: 0,
       duplicates: 0,
       repeatedPayloads: 0,
@@ -504,11 +527,11 @@ describe("against the live receiver", () => {
 });
 
 describe("verify", () => {
-  test("every shared fixture with a signature: valid exactly when the receiver stores it", async () => {
+  test("every fixture with a signature: valid exactly when the receiver stores it", async () => {
     for (const f of loadFixtures()) {
       const signature = f.headers["x-icr-signature-256"];
       if (signature === undefined) continue;
-      const body = join(dir, `${f.name}.body`);
+      const body = join(dir, `${f.name.replace("/", "-")}.body`);
       writeFileSync(body, f.body);
       const { code, stdout } = await cli(["verify", "--body", body, "--signature", signature, "--json"], withSecret);
       const result = JSON.parse(stdout);
@@ -517,12 +540,12 @@ describe("verify", () => {
         code: f.expect.stored ? 0 : 1,
         valid: f.expect.stored,
       });
-      if (f.expect.stored) expect(result).toMatchObject({ label: "default", event: f.expect.event });
+      if (f.expect.stored) expect(result).toMatchObject({ label: "default", event: f.expect.event ?? null });
     }
   }, T);
 
   test("names the matching label among several secrets; the wrong secret exits 1", async () => {
-    const f = loadFixtures().find((x) => x.name === "installed")!;
+    const f = fixture("installed");
     const body = join(dir, "installed.body");
     writeFileSync(body, f.body);
     const signature = f.headers["x-icr-signature-256"]!;
@@ -558,7 +581,7 @@ describe("verify", () => {
 
   test("no secret configured is a configuration error (78); nothing is generated", async () => {
     const empty = join(dir, "empty-data-dir");
-    const f = loadFixtures().find((x) => x.name === "installed")!;
+    const f = fixture("installed");
     const body = join(dir, "installed.body");
     writeFileSync(body, f.body);
     const result = await cli(["verify", "--body", body, "--signature", f.headers["x-icr-signature-256"]!], {

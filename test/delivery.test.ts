@@ -9,12 +9,21 @@ import {
 } from "../src/verify/delivery.ts";
 
 const bytes = (text: string) => new TextEncoder().encode(text);
+/** A payload as verification decodes it from signed data. */
+const payloadOf = (value: unknown) => decodeSignedData(Buffer.from(JSON.stringify(value)).toString("base64"));
 
 describe("parseEnvelope", () => {
   test("a JSON object with a string signedData", () => {
     const parsed = parseEnvelope(bytes('{"event":"x","signedData":"e30="}'));
     expect(parsed.ok && parsed.envelope.signedData).toBe("e30=");
     expect(parsed.ok && parsed.text).toBe('{"event":"x","signedData":"e30="}');
+  });
+
+  test("a byte-order mark before the JSON is read past, and kept in the text", () => {
+    const parsed = parseEnvelope(bytes('\uFEFF{"signedData":"e30="}'));
+    expect(parsed.ok && parsed.envelope.signedData).toBe("e30=");
+    expect(parsed.ok && parsed.text).toBe('\uFEFF{"signedData":"e30="}');
+    expect(parseEnvelope(bytes('\uFEFF\uFEFF{"signedData":"e30="}')).ok).toBe(false);
   });
 
   test.each([
@@ -41,7 +50,8 @@ describe("parseEnvelope", () => {
     const deep = "[".repeat(200_000) + "]".repeat(200_000);
     const parsed = parseEnvelope(bytes(`{"signedData":"", "x": ${deep}}`));
     expect(parsed.ok).toBe(true);
-    if (parsed.ok) expect(envelopeMismatch(parsed.envelope, { x: JSON.parse(deep) })).toBe(false);
+    const payload = decodeSignedData(Buffer.from(`{"x": ${deep}}`).toString("base64"));
+    if (parsed.ok) expect(envelopeMismatch(parsed.envelope, payload)).toBe(false);
   });
 });
 
@@ -57,7 +67,15 @@ describe("decodeBase64", () => {
     }
   });
 
-  test.each(["%%%not-base64%%%", "a", "a===", "ab=c", "ab+_", "e30=e30=", "e3 0="])("refuses %p", (encoded) => {
+  test("whitespace inside is ignored: line breaks every 76 characters, stray spaces", () => {
+    const long = Buffer.from(text.repeat(20)).toString("base64");
+    const mime = long.replace(/.{76}/g, "$&\r\n");
+    expect(mime).toContain("\r\n");
+    expect(Buffer.from(decodeBase64(mime)!).toString()).toBe(text.repeat(20));
+    expect(Buffer.from(decodeBase64(` ${standard.slice(0, 4)} \t${standard.slice(4)}\n`)!).toString()).toBe(text);
+  });
+
+  test.each(["%%%not-base64%%%", "a", "a===", "ab=c", "ab+_", "e30=e30=", "e3\u00a00="])("refuses %p", (encoded) => {
     expect(decodeBase64(encoded)).toBeNull();
   });
 });
@@ -68,20 +86,29 @@ describe("decodeSignedData", () => {
   test("the payload text is kept byte for byte", () => {
     const text = '{ "event" : "installed", "x": 1.50 }';
     const decoded = decodeSignedData(encode(text));
-    expect(decoded.ok && decoded.payload.text).toBe(text);
-    expect(decoded.ok && decoded.payload.value.event).toBe("installed");
+    expect(decoded.parsed && decoded.text).toBe(text);
+    expect(decoded.parsed && decoded.value.event).toBe("installed");
   });
 
   test.each([
-    ["not base64", "%%%"],
-    ["not JSON", encode("this is not json")],
-    ["not an object", encode("[1]")],
-    ["no event", encode('{"installation":{"id":"1"}}')],
-    ["event not a string", encode('{"event":7}')],
-    ["not UTF-8", Buffer.from([0x7b, 0xff, 0x7d]).toString("base64")],
-  ])("%s is invalid_signed_data", (_, signedData) => {
+    ["not base64", "%%%", "not_base64", null],
+    ["not UTF-8", Buffer.from([0x7b, 0xff, 0x7d]).toString("base64"), "not_utf8", null],
+    ["not JSON", encode("this is not json"), "not_json", "this is not json"],
+    ["not an object", encode("[1]"), "not_an_object", "[1]"],
+    ["no event", encode('{"installation":{"id":"1"}}'), "no_event", '{"installation":{"id":"1"}}'],
+    ["event not a string", encode('{"event":7}'), "no_event", '{"event":7}'],
+  ])("%s: unparsed, with the reason and the text where there is one", (_, signedData, reason, text) => {
     const decoded = decodeSignedData(signedData);
-    expect(!decoded.ok && decoded.reason).toBe("invalid_signed_data");
+    expect(decoded.parsed).toBe(false);
+    if (decoded.parsed) return;
+    expect(decoded.reason as string).toBe(reason as string);
+    expect(decoded.text).toBe(text);
+  });
+
+  test("the bytes that identify an unparsed event: the decoded data, or signedData itself where it is not base64", () => {
+    expect(Buffer.from(decodeSignedData("%%%").bytes).toString()).toBe("%%%");
+    expect([...decodeSignedData(Buffer.from([0xff, 0x00]).toString("base64")).bytes]).toEqual([0xff, 0x00]);
+    expect(Buffer.from(decodeSignedData(encode("[1]")).bytes).toString()).toBe("[1]");
   });
 });
 
@@ -95,7 +122,7 @@ describe("jsonEqual and envelopeMismatch", () => {
     expect(jsonEqual(null, {})).toBe(false);
   });
 
-  const payload = { event: "installed", installation: { id: "1", organization: { id: "o" } } };
+  const payload = payloadOf({ event: "installed", installation: { id: "1", organization: { id: "o" } } });
 
   test("no mismatch when every envelope field equals the signed one", () => {
     const envelope = { signedData: "…", installation: { organization: { id: "o" }, id: "1" }, event: "installed" };
@@ -108,18 +135,27 @@ describe("jsonEqual and envelopeMismatch", () => {
     expect(envelopeMismatch({ signedData: "…", state: "" }, payload)).toBe(true);
     expect(envelopeMismatch({ signedData: "…", installation: { id: "2" } }, payload)).toBe(true);
   });
+
+  test("a payload that is not an object backs no envelope field", () => {
+    const notAnObject = decodeSignedData(Buffer.from("[1]").toString("base64"));
+    expect(envelopeMismatch({ signedData: "…" }, notAnObject)).toBe(false);
+    expect(envelopeMismatch({ signedData: "…", event: "installed" }, notAnObject)).toBe(true);
+  });
 });
 
 describe("eventFacts", () => {
   test("reads ids and the transaction from the signed payload", () => {
     expect(
-      eventFacts({
-        event: "warehouseTransaction",
-        installation: { id: "123", appId: "1", organization: { id: "org1" } },
-        transaction: { id: "tx", status: "processed", type: "retire", amount: 2.5 },
-      }),
+      eventFacts(
+        payloadOf({
+          event: "warehouseTransaction",
+          installation: { id: "123", appId: "1", organization: { id: "org1" } },
+          transaction: { id: "tx", status: "processed", type: "retire", amount: 2.5 },
+        }),
+      ),
     ).toEqual({
       event: "warehouseTransaction",
+      unparsedReason: null,
       installationId: "123",
       organizationId: "org1",
       appId: "1",
@@ -131,8 +167,9 @@ describe("eventFacts", () => {
   });
 
   test("missing or oddly typed fields become null", () => {
-    expect(eventFacts({ event: "x", installation: "nope", transaction: { amount: "3" } })).toEqual({
+    expect(eventFacts(payloadOf({ event: "x", installation: "nope", transaction: { amount: "3" } }))).toEqual({
       event: "x",
+      unparsedReason: null,
       installationId: null,
       organizationId: null,
       appId: null,
@@ -141,6 +178,16 @@ describe("eventFacts", () => {
       transactionType: null,
       transactionAmount: null,
     });
-    expect(eventFacts({ event: "x", installation: { id: 42 } }).installationId).toBe("42");
+    expect(eventFacts(payloadOf({ event: "x", installation: { id: 42 } })).installationId).toBe("42");
+  });
+
+  test("an unparsed payload: no event, its reason, and the keys of an object without event", () => {
+    expect(eventFacts(payloadOf({ installation: { id: "9", organization: { id: "o" } } }))).toMatchObject({
+      event: null,
+      unparsedReason: "no_event",
+      installationId: "9",
+      organizationId: "o",
+    });
+    expect(eventFacts(decodeSignedData("%%%"))).toMatchObject({ event: null, unparsedReason: "not_base64", installationId: null });
   });
 });

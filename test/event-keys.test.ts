@@ -2,7 +2,6 @@
 // step on its own (two writers, a backlog), when the writer copies, and the receiver keeping it up.
 import { describe, expect, test } from "bun:test";
 import { Database } from "bun:sqlite";
-import { drizzle } from "drizzle-orm/bun-sqlite";
 import { join } from "node:path";
 import { createApp, stopApp } from "../src/app.ts";
 import { runChecks } from "../src/cli/check.ts";
@@ -11,7 +10,6 @@ import { closeEventLog, openEventLog, type EventLogDatabase } from "../src/log/d
 import { eventKeysCopier, KEYS_DELAY_MS, KEYS_EAGER, KEYS_PER_STEP, KeysFollower } from "../src/log/event-keys.ts";
 import { bundledMigrations, migrate } from "../src/log/migrations.ts";
 import { EventQueries, type EventFilter } from "../src/log/query.ts";
-import * as schema from "../src/log/schema.ts";
 import { acceptedDelivery } from "./support/accepted-delivery.ts";
 import { signedDelivery, startServer, tempDir, testConfig } from "./support/server.ts";
 import { sqlite3 } from "./support/sqlite-shell.ts";
@@ -258,15 +256,21 @@ describe("upgrading a log written before 0003", () => {
     const path = join(tempDir(), "old.db");
     const old = new Database(path, { strict: true });
     migrate(old, bundledMigrations().slice(0, 3));
-    const append = batchAppender({ sqlite: old, db: drizzle({ client: old, schema }), path, busyTimeoutMs: 5000 });
-    append(Array.from({ length: 40 }, (_, n) => delivery(n)));
+    // Rows in that release's columns (the keys are all this test reads of them).
+    const insert = old.prepare(
+      "INSERT INTO events (id, received_at, event, installation_id, organization_id, payload, payload_sha256, secret_label, envelope_mismatch, chain_hash) VALUES (?, ?, ?, ?, ?, ?, ?, 'default', 0, '')",
+    );
+    for (let n = 0; n < 40; n++) {
+      const d = delivery(n);
+      insert.run(n + 1, d.receivedAt, d.event, d.installationId, d.organizationId, d.payload, d.payloadSha256);
+    }
     old.close();
 
-    const log = openEventLog(path); // applies 0003
+    const log = openEventLog(path); // applies 0003 (and every later one)
     expect(keyRows(log)).toEqual({ n: 40, last: 40 });
     expect(eventKeysCheck(log)).toMatchObject({ ok: true, data: { copied: 40, behind: 0, wrong: 0, missing: 0 } });
     const indexes = log.sqlite.query<{ name: string }, []>("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events' AND sql IS NOT NULL ORDER BY name").all();
-    expect(indexes.map((i) => i.name)).toEqual(["events_id_payload_sha256", "events_received_at"]);
+    expect(indexes.map((i) => i.name)).toEqual(["events_id_payload_sha256", "events_received_at", "events_unparsed"]);
     closeEventLog(log);
   });
 });

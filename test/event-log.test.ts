@@ -8,6 +8,11 @@ import journal from "../drizzle/meta/_journal.json";
 import { chainHash, CHAINED_COLUMNS, GENESIS, verifyChain } from "../src/log/chain.ts";
 import { closeEventLog, openEventLog } from "../src/log/database.ts";
 import { bundledMigrations, migrate, migrationSql } from "../src/log/migrations.ts";
+import { runChecks } from "../src/cli/check.ts";
+import { batchAppender } from "../src/log/append.ts";
+import { sign } from "../src/verify/signature.ts";
+import { acceptedDelivery } from "./support/accepted-delivery.ts";
+import { FIXTURE_SECRET } from "./support/fixtures.ts";
 import { signedDelivery, startServer, tempDir, type TestServer } from "./support/server.ts";
 import { sqlite3 } from "./support/sqlite-shell.ts";
 
@@ -72,6 +77,62 @@ describe("upgrading a log written before 0002", () => {
   });
 });
 
+describe("upgrading a log written before 0004 (unparsed events)", () => {
+  test("keeps every row, its chain and keys; the triggers are back; new rows, unparsed too, continue the chain", () => {
+    const path = join(tempDir(), "old.db");
+    const old = new Database(path);
+    migrate(old, bundledMigrations().slice(0, 4));
+    // Three events and four deliveries as 0.3.0 stored them, chained over that release's columns.
+    let eventChain = GENESIS;
+    let deliveryChain = GENESIS;
+    for (let id = 1; id <= 3; id++) {
+      const payload = `{"event":"installed","n":${id}}`;
+      const eventValues = [id, `2026-01-01T00:00:0${id}.000Z`, "installed", `inst-${id}`, "org-a", null, null, null, null, null, payload, String(id).repeat(64), "default", 0];
+      eventChain = chainHash(eventChain, eventValues);
+      old.run(`INSERT INTO events (${CHAINED_COLUMNS.events.join(", ")}, chain_hash) VALUES (${"?, ".repeat(14)}?)`, [...eventValues, eventChain] as never);
+      old.run("INSERT INTO event_keys VALUES (?, 'installed', 'org-a', ?)", [id, `inst-${id}`]);
+    }
+    for (let id = 1; id <= 4; id++) {
+      const deliveryValues = [id, Math.min(id, 3), "2026-01-01T00:00:05.000Z", "127.0.0.1", "{}", null, "default", 0, id === 4 ? 1 : 0];
+      deliveryChain = chainHash(deliveryChain, deliveryValues);
+      old.run(`INSERT INTO deliveries (${CHAINED_COLUMNS.deliveries.join(", ")}, chain_hash) VALUES (${"?, ".repeat(9)}?)`, [...deliveryValues, deliveryChain] as never);
+    }
+    old.close();
+
+    const log = openEventLog(path); // applies 0004
+    expect(log.sqlite.query<{ n: number }, []>("SELECT count(*) AS n FROM events WHERE unparsed_reason IS NULL").get()!.n).toBe(3);
+    expect(() => log.sqlite.run("DELETE FROM events")).toThrow("events is append-only");
+    expect(() => log.sqlite.run("UPDATE events SET event = NULL")).toThrow("events is append-only");
+    const append = batchAppender(log);
+    append([
+      acceptedDelivery('{"event":"suspended"}', { event: "suspended" }),
+      acceptedDelivery("not json", { event: null, unparsedReason: "not_json", rawBody: '{"signedData":"bm90IGpzb24="}' }),
+    ]);
+    expect(verifyChain(log.sqlite, "events")).toEqual({ ok: true, table: "events", rows: 5 });
+    expect(verifyChain(log.sqlite, "deliveries")).toEqual({ ok: true, table: "deliveries", rows: 6 });
+    const report = runChecks(path, log);
+    expect(report.checks.filter((c) => !c.ok)).toEqual([]);
+    expect(report.checks.find((c) => c.name === "counts")!.data).toMatchObject({ events: 5, unparsed: 1 });
+    closeEventLog(log);
+  });
+
+  test("the unparsed reason is under the chain: changing it breaks the chain at that row", () => {
+    const path = join(tempDir(), "log.db");
+    const log = openEventLog(path);
+    batchAppender(log)([
+      acceptedDelivery("[1]", { event: null, unparsedReason: "not_an_object", rawBody: "{}" }),
+      acceptedDelivery("[2]", { event: null, unparsedReason: "not_an_object", rawBody: "{}" }),
+    ]);
+    expect(verifyChain(log.sqlite, "events").ok).toBe(true);
+    log.sqlite.run("DROP TRIGGER events_no_update");
+    log.sqlite.run("UPDATE events SET unparsed_reason = 'not_json' WHERE id = 2");
+    expect(verifyChain(log.sqlite, "events")).toEqual({ ok: false, table: "events", rows: 2, firstBadId: 2 });
+    log.sqlite.run("UPDATE events SET unparsed_reason = NULL, event = 'installed' WHERE id = 1");
+    expect(verifyChain(log.sqlite, "events")).toMatchObject({ ok: false, firstBadId: 1 });
+    closeEventLog(log);
+  });
+});
+
 describe("durability settings", () => {
   test("WAL journal and synchronous=FULL on the connection that writes", () => {
     const log = openEventLog(join(tempDir(), "log.db"));
@@ -129,6 +190,9 @@ describe("inspection with sqlite3 -readonly while the server writes", () => {
       const d = signedDelivery({ event, installation: { id: "i", organization: { id: org } } });
       expect((await server.post(d.body, d.headers)).status).toBe(202);
     }
+    // And one authentic delivery whose signed data is not JSON: stored unparsed.
+    const notJson = Buffer.from("this is not json").toString("base64");
+    expect((await server.post(JSON.stringify({ signedData: notJson }), { "x-icr-signature-256": sign(FIXTURE_SECRET, notJson) })).status).toBe(202);
     const path = server.config.databasePath;
     // A reader holding a read transaction does not block the writer (WAL).
     const reader = Bun.spawn(["sqlite3", "-readonly", path], { stdin: "pipe", stdout: "pipe" });
@@ -139,12 +203,16 @@ describe("inspection with sqlite3 -readonly while the server writes", () => {
     expect((await server.post(during.body, during.headers)).status).toBe(202);
     reader.stdin.write("COMMIT;\n.quit\n");
     reader.stdin.end();
-    expect((await new Response(reader.stdout).text()).trim()).toBe("3");
+    expect((await new Response(reader.stdout).text()).trim()).toBe("4");
 
-    expect(inspect(path, "SELECT id, received_at, event, organization_id FROM events ORDER BY id DESC LIMIT 10").split("\n")).toHaveLength(4);
+    expect(inspect(path, "SELECT id, received_at, event, organization_id FROM events ORDER BY id DESC LIMIT 10").split("\n")).toHaveLength(5);
     expect(inspect(path, "SELECT event, count(*) FROM events GROUP BY event ORDER BY event")).toBe(
-      "installed|1\nsuspended|1\nwarehouseTransaction|2",
+      "|1\ninstalled|1\nsuspended|1\nwarehouseTransaction|2",
     );
+    // json_extract over every payload stops at the unparsed one; the README's guard avoids it.
+    expect(() => inspect(path, "SELECT id, json_extract(payload, '$.installation.id') FROM events")).toThrow();
+    expect(inspect(path, "SELECT id, json_extract(payload, '$.installation.id') FROM events WHERE event IS NOT NULL").split("\n")).toHaveLength(4);
+    expect(inspect(path, "SELECT id, received_at, unparsed_reason FROM events WHERE event IS NULL ORDER BY id DESC")).toMatch(/^4\|[\d-]+T[\d:.]+Z\|not_json$/);
     expect(
       inspect(path, "SELECT json_extract(payload, '$.installation.organization.id') AS org, sum(json_extract(payload, '$.transaction.amount')) FROM events WHERE event = 'warehouseTransaction' GROUP BY org"),
     ).toBe("org-a|3\norg-b|3");
@@ -153,8 +221,9 @@ describe("inspection with sqlite3 -readonly while the server writes", () => {
     while (Date.now() < deadline && inspect(path, viaKeys) === "") await Bun.sleep(20); // copied behind the log
     expect(inspect(path, viaKeys)).toMatch(/^2\|\d{4}-\d\d-\d\dT[\d:.]+Z$/);
     expect(inspect(path, "SELECT json_extract(headers, '$.\"x-icr-signature-256\"') LIKE 'sha256=%' FROM deliveries LIMIT 1")).toBe("1");
-    // These bodies were all in ICR's canonical form: kept as NULL, the payload rebuilds them.
-    expect(inspect(path, "SELECT count(*) FROM deliveries WHERE raw_body IS NOT NULL")).toBe("0");
+    // These bodies were all in ICR's canonical form (kept as NULL, the payload rebuilds them) but
+    // the unparsed one's, kept verbatim.
+    expect(inspect(path, "SELECT count(*) FROM deliveries WHERE raw_body IS NOT NULL")).toBe("1");
     expect(inspect(path, "SELECT json_valid(payload) FROM deliveries JOIN events ON events.id = event_id LIMIT 1")).toBe("1");
   });
 });

@@ -54,9 +54,15 @@ describe("authentication", () => {
     expect((await server.query("/events/1", null)).status).toBe(401);
   });
 
-  test("Basic or lower-case scheme is refused", async () => {
+  test("another scheme is refused; the scheme's case does not matter (RFC 9110)", async () => {
     const response = await fetch(`${server.url}/events`, { headers: { authorization: `bearer-ish ${server.config.queryToken}` } });
     expect(response.status).toBe(401);
+    const basic = await fetch(`${server.url}/events`, { headers: { authorization: `Basic ${server.config.queryToken}` } });
+    expect(basic.status).toBe(401);
+    for (const scheme of ["bearer", "BEARER", "bEaReR"]) {
+      const accepted = await fetch(`${server.url}/events`, { headers: { authorization: `${scheme} ${server.config.queryToken}` } });
+      expect([scheme, accepted.status]).toEqual([scheme, 200]);
+    }
   });
 });
 
@@ -68,9 +74,9 @@ describe("GET /events", () => {
     expect(events.map((e) => e.id)).toEqual([...events.map((e) => e.id)].sort((a, b) => b - a));
     const newest = events[0]!;
     expect(Object.keys(newest).sort()).toEqual(
-      ["id", "receivedAt", "event", "installationId", "organizationId", "appId", "transaction", "payload", "secretLabel", "envelopeMismatch", "deliveryCount"].sort(),
+      ["id", "receivedAt", "event", "parsed", "installationId", "organizationId", "appId", "transaction", "payload", "secretLabel", "envelopeMismatch", "deliveryCount"].sort(),
     );
-    expect(newest).toMatchObject({ event: "uninstalled", installationId: "inst-r", organizationId: "org-r", deliveryCount: 2, secretLabel: "default", envelopeMismatch: false });
+    expect(newest).toMatchObject({ event: "uninstalled", parsed: true, installationId: "inst-r", organizationId: "org-r", deliveryCount: 2, secretLabel: "default", envelopeMismatch: false });
     const tx = events.find((e) => e.event === "warehouseTransaction")!;
     expect(tx.transaction).toMatchObject({ status: "processed", type: "retire", amount: 3 });
     expect(typeof tx.transaction.id).toBe("string");
@@ -126,6 +132,10 @@ describe("GET /events", () => {
     ["until=2024-13-45T99:99:99Z", "until"],
     ["colour=red", "colour"],
     ["event=", "event"],
+    ["parsed=no", "parsed"],
+    ["limit=1&limit=2", "repeated parameter: limit"],
+    ["event=installed&event=suspended", "repeated parameter: event"],
+    ["order=asc&order=asc", "repeated parameter: order"],
   ])("?%s is a 400 naming %s", async (query, parameter) => {
     const response = await server.query(`/events?${query}`);
     expect(response.status).toBe(400);

@@ -17,7 +17,6 @@ const STATUS_OF: Record<string, number> = {
   missing_signed_data: 400,
   missing_signature: 403,
   invalid_signature: 403,
-  invalid_signed_data: 400,
 };
 const encoder = new TextEncoder();
 const bytes = (text: string) => encoder.encode(text);
@@ -79,13 +78,14 @@ function parsedEvent(text: string): unknown {
 
 /**
  * The answer the specification implies, with JSON.parse as the oracle for repeated keys: the
- * envelope's (last) signedData must be the signed one, and the payload's (last) event a string.
+ * envelope's (last) signedData must be the signed one; then it is accepted, parsed exactly when
+ * the payload's (last) event is a string.
  */
-function expectedOutcome(d: ReturnType<typeof deliveryOf>): "ok" | "missing_signed_data" | "invalid_signature" | "invalid_signed_data" {
+function expectedOutcome(d: ReturnType<typeof deliveryOf>): "parsed" | "unparsed" | "missing_signed_data" | "invalid_signature" {
   const envelope = JSON.parse(d.body) as { signedData?: unknown };
   if (typeof envelope.signedData !== "string") return "missing_signed_data";
   if (envelope.signedData !== d.signedData) return "invalid_signature";
-  return typeof parsedEvent(d.text) === "string" ? "ok" : "invalid_signed_data";
+  return typeof parsedEvent(d.text) === "string" ? "parsed" : "unparsed";
 }
 
 const INVALID_UTF8 = [[0xff], [0xfe], [0x80], [0xc0, 0x80], [0xc3], [0xe2, 0x82], [0xed, 0xa0, 0x80], [0xf4, 0x90, 0x80, 0x80], [0xf8, 0x88, 0x80, 0x80, 0x80]];
@@ -211,17 +211,18 @@ describe("verification alone, at volume", () => {
     expectNoPollution();
   });
 
-  test("any signed payload text (repeated keys, __proto__, huge numbers): accepted exactly when JSON.parse finds a string event", () => {
+  test("any signed payload text (repeated keys, __proto__, huge numbers): accepted, parsed exactly when JSON.parse finds a string event", () => {
     fc.assert(
       fc.property(payloadText, envelopeStyle, (text, style) => {
         const d = deliveryOf(text, style);
         const result = verifyDelivery(bytes(d.body), d.signature, SECRETS);
         const expected = expectedOutcome(d);
-        expect(result.ok ? "ok" : result.reason).toBe(expected);
+        expect(result.ok ? (result.payload.parsed ? "parsed" : "unparsed") : result.reason).toBe(expected);
         if (!result.ok) return;
         expect(result.payload.text).toBe(text);
         expect(result.rawBody).toBe(d.body);
-        expect(eventFacts(result.payload.value).event).toBe(parsedEvent(text) as string);
+        const event = parsedEvent(text);
+        expect(eventFacts(result.payload).event).toBe(typeof event === "string" ? event : null);
         // The unsigned copy is flagged whenever it says anything the payload does not.
         if (style === "hostile-copy") expect(result.envelopeMismatch).toBe(true);
       }),
@@ -263,7 +264,7 @@ describe("verification alone, at volume", () => {
     );
   });
 
-  test("invalid UTF-8 anywhere: invalid_body in the body, invalid_signed_data inside a signed payload", () => {
+  test("invalid UTF-8 anywhere: invalid_body in the body, an unparsed (not_utf8) event inside a signed payload", () => {
     const d = signedDelivery();
     const body = bytes(d.body);
     fc.assert(
@@ -278,7 +279,7 @@ describe("verification alone, at volume", () => {
       fc.property(fc.nat(payload.length), fc.constantFrom(...INVALID_UTF8), (at, insert) => {
         const signedData = Buffer.from(splice(payload, at, insert)).toString("base64");
         const result = verifyDelivery(bytes(`{"signedData":"${signedData}"}`), sign(FIXTURE_SECRET, signedData), SECRETS);
-        expect(result.ok ? "ok" : result.reason).toBe("invalid_signed_data");
+        expect(result.ok && !result.payload.parsed && result.payload.reason).toBe("not_utf8");
       }),
       { numRuns: 500 },
     );
@@ -342,14 +343,14 @@ describe("a listening receiver under generated hostile input", () => {
     await expectHealthy(server);
   }, 60_000);
 
-  test("signed payloads with repeated keys, __proto__ keys and huge numbers: stored byte for byte, or refused for the reason JSON.parse implies", async () => {
+  test("signed payloads with repeated keys, __proto__ keys and huge numbers: stored byte for byte (unparsed where JSON.parse finds no string event), or refused as JSON.parse implies", async () => {
     await fc.assert(
       fc.asyncProperty(payloadText, envelopeStyle, fc.constantFrom("application/json", "text/plain"), async (text, style, contentType) => {
         const d = deliveryOf(text, style);
         const before = rowCounts(server);
         const response = await server.post(d.body, { "x-icr-signature-256": d.signature, "content-type": contentType });
         const expected = expectedOutcome(d);
-        if (expected !== "ok") {
+        if (expected !== "parsed" && expected !== "unparsed") {
           await expectRefusal(response, STATUS_OF[expected]!, expected);
           expect(rowCounts(server)).toEqual(before);
           return;
@@ -359,10 +360,11 @@ describe("a listening receiver under generated hostile input", () => {
         const { id, duplicate } = await response.json();
         expect(rowCounts(server)).toEqual({ events: before.events + (duplicate ? 0 : 1), deliveries: before.deliveries + 1 });
         const row = server.database.sqlite
-          .query<{ event: string; payload: string; transaction_amount: number | null }, [number]>("SELECT event, payload, transaction_amount FROM events WHERE id = ?")
+          .query<{ event: string | null; payload: string; unparsed_reason: string | null }, [number]>("SELECT event, payload, unparsed_reason FROM events WHERE id = ?")
           .get(id)!;
         expect(row.payload).toBe(text);
-        expect(row.event).toBe(event as string);
+        expect(row.event).toBe(expected === "parsed" ? (event as string) : null);
+        expect(row.unparsed_reason === null).toBe(expected === "parsed");
         const raw = server.database.sqlite.query<{ raw_body: string | null }, []>("SELECT raw_body FROM deliveries ORDER BY id DESC LIMIT 1").get()!;
         // NULL only for the canonical form, which the payload rebuilds exactly.
         expect(raw.raw_body ?? canonicalBody(row.payload)).toBe(d.body);

@@ -6,7 +6,7 @@ import { GroupCommit, LogWriteError } from "../src/log/group-commit.ts";
 import { tempDir } from "./support/server.ts";
 
 const delivery = (n: number) => ({
-  event: "installed", installationId: null, organizationId: null, appId: null, transactionId: null,
+  event: "installed" as string | null, unparsedReason: null as "not_json" | null, installationId: null, organizationId: null, appId: null, transactionId: null,
   transactionStatus: null, transactionType: null, transactionAmount: null, receivedAt: "t",
   remoteAddress: null, headers: "{}", rawBody: "{}", payload: `{"n":${n}}`, payloadSha256: String(n),
   secretLabel: "default", envelopeMismatch: false,
@@ -28,7 +28,11 @@ test("a writer thread that dies fails only its batch (503s), and a new one takes
 });
 
 test("a batch crosses to the writer thread as one flat array and comes back field for field", () => {
-  const batch = [delivery(1), { ...delivery(2), rawBody: null, transactionAmount: 2.5, envelopeMismatch: true }, delivery(3)];
+  const batch = [
+    delivery(1),
+    { ...delivery(2), rawBody: null, transactionAmount: 2.5, envelopeMismatch: true },
+    { ...delivery(3), event: null, unparsedReason: "not_json" as const, payload: "not json" },
+  ];
   const packed = packBatch(batch);
   expect(packed.every((value) => value === null || typeof value !== "object")).toBe(true);
   expect(unpackBatch(structuredClone(packed))).toEqual(batch);

@@ -241,26 +241,27 @@ describe("methods, paths, encodings and empty bodies", () => {
     expect(deliveries()).toBe(spellings.length);
   });
 
-  test("any Content-Encoding but identity: 415 before the body is read, checked or measured", async () => {
+  test("any Content-Encoding but identity, gzip, deflate and br: 415 before the body is read, checked or measured", async () => {
     server = await startServer({ bodyLimit: 4096 });
     const d = signedDelivery();
-    for (const encoding of ["gzip", "x-gzip", "GZIP", "br", "deflate", "zstd", "compress", "gzip, identity", "identity, gzip", "bogus"]) {
+    for (const encoding of ["zstd", "compress", "gzip, br", "br, gzip", "bogus"]) {
       const response = await server.post(Bun.gzipSync(d.body), { ...d.headers, "content-encoding": encoding });
       expect([encoding, response.status]).toEqual([encoding, 415]);
       expect(await response.json()).toEqual({ error: "unsupported_encoding", message: expect.any(String) });
     }
-    // Before the size check and before the signature: an oversized, unsigned gzip body is still 415.
+    // Before the size check and before the signature: an oversized, unsigned zstd body is still 415.
     const big = await rawRequest(
       port(),
-      requestHead("POST", "/webhook", { "content-encoding": "gzip", "content-length": String(10 * MiB) }),
+      requestHead("POST", "/webhook", { "content-encoding": "zstd", "content-length": String(10 * MiB) }),
       { repeat: { chunk: new Uint8Array(64 * 1024), times: 160 } },
     );
     expectJsonError(big, 415, "unsupported_encoding");
     expect(big.sent).toBeLessThan(10 * MiB);
-    // An empty Content-Encoding is refused too (it names no coding), not taken as identity.
-    const empty = await rawRequest(port(), requestHead("POST", "/webhook", { "content-encoding": "", "content-length": String(Buffer.byteLength(d.body)), ...d.headers }) + d.body);
-    expectJsonError(empty, 415, "unsupported_encoding");
     expect(deliveries()).toBe(0);
+    // An empty Content-Encoding names no coding (an empty list, RFC 9110 5.6.1): the body as sent.
+    const empty = await rawRequest(port(), requestHead("POST", "/webhook", { "content-encoding": "", "content-length": String(Buffer.byteLength(d.body)), ...d.headers }) + d.body);
+    expect(empty.status).toBe(202);
+    expect(deliveries()).toBe(1);
     for (const encoding of ["identity", "IDENTITY"]) {
       const fresh = signedDelivery();
       expect((await server.post(fresh.body, { ...fresh.headers, "content-encoding": encoding })).status).toBe(202);

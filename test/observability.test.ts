@@ -1,8 +1,9 @@
 // Metrics and logs of a real receiver process: what an operator scrapes and reads in the journal.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { Database } from "bun:sqlite";
 import { rmSync } from "node:fs";
 import { join } from "node:path";
-import { FIXTURE_SECRET, loadFixtures } from "./support/fixtures.ts";
+import { FIXTURE_SECRET, fixture, loadFixtures } from "./support/fixtures.ts";
 import { REPO, spawnReceiver, type ReceiverProcess } from "./support/process.ts";
 import { tempDir } from "./support/server.ts";
 
@@ -31,7 +32,7 @@ beforeAll(async () => {
   for (const f of fixtures) {
     await fetch(`${receiver.url}/webhook`, { method: "POST", headers: f.headers, body: f.body });
   }
-  const installed = fixtures.find((f) => f.name === "installed")!;
+  const installed = fixture("installed");
   await fetch(`${receiver.url}/webhook`, { method: "POST", headers: installed.headers, body: installed.body });
   await fetch(`${receiver.url}/events?limit=1&event=installed`, { headers: { authorization: `Bearer ${TOKEN}` } });
   await fetch(`${receiver.url}/events?access_token=${TOKEN}`);
@@ -57,9 +58,19 @@ describe("GET /metrics", () => {
     const stored = fixtures.filter((f) => f.expect.status === 202).length;
     expect(m.get('icr_receiver_deliveries_accepted_total{secret_label="default"}')).toBe(stored + 1);
     // Some fixtures carry the same signed payload (installed, uppercase-hex), plus the repeat sent above.
-    const distinct = new Set(fixtures.filter((f) => f.expect.status === 202).map((f) => Buffer.from(JSON.parse(f.body).signedData, "base64").toString()));
+    const distinct = new Set(
+      fixtures.filter((f) => f.expect.status === 202).map((f) => Buffer.from(JSON.parse(f.body.replace(/^\uFEFF/, "")).signedData, "base64").toString("hex")),
+    );
     expect(m.get("icr_receiver_deliveries_duplicate_total")).toBe(stored + 1 - distinct.size);
-    expect(m.get("icr_receiver_envelope_mismatch_total")).toBe(1);
+    const log = new Database(join(dataDir, "icr-receiver.db"), { readonly: true });
+    const flagged = log.query<{ n: number }, []>("SELECT count(*) AS n FROM deliveries WHERE envelope_mismatch = 1").get()!.n;
+    log.close();
+    // tampered-top-level, and the unparsed fixtures whose unsigned `event` the signed data does not back.
+    expect(flagged).toBeGreaterThanOrEqual(2);
+    expect(m.get("icr_receiver_envelope_mismatch_total")).toBe(flagged);
+    const unparsed = [...m].filter(([key]) => key.startsWith("icr_receiver_deliveries_unparsed_total{reason=")).reduce((sum, [, n]) => sum + n, 0);
+    expect(unparsed).toBe(fixtures.filter((f) => f.expect.stored && f.expect.parsed === false).length);
+    expect(m.get('icr_receiver_deliveries_unparsed_total{reason="not_json"}')).toBeGreaterThan(0);
     const byStatus = (status: number) => fixtures.filter((f) => f.expect.status === status).length;
     let rejected403 = 0;
     let rejected400 = 0;
@@ -92,7 +103,12 @@ describe("logs", () => {
     });
     const deliveries = entries.filter((e) => e.msg === "delivery");
     expect(deliveries.length).toBe(fixtures.length + 1);
-    expect(deliveries.filter((e) => e.status === 202).every((e) => e.priority === 6 && typeof e.id === "number")).toBe(true);
+    const accepted = deliveries.filter((e) => e.status === 202);
+    expect(accepted.filter((e) => !e.unparsedReason).every((e) => e.priority === 6 && typeof e.id === "number" && typeof e.event === "string")).toBe(true);
+    // Authentic but unreadable: stored, and a warning that names the reason (never the body).
+    const unparsed = accepted.filter((e) => e.unparsedReason);
+    expect(unparsed.length).toBe(fixtures.filter((f) => f.expect.stored && f.expect.parsed === false).length);
+    expect(unparsed.every((e) => e.priority === 4 && typeof e.id === "number" && e.event === undefined)).toBe(true);
     expect(deliveries.filter((e) => e.status === 403).every((e) => e.priority === 4 && e.reason)).toBe(true);
     expect(entries.some((e) => e.msg === "request" && e.path === "/events" && e.status === 200)).toBe(true);
     expect(entries.some((e) => e.msg === "request" && e.path === "/events" && e.status === 401)).toBe(true);

@@ -94,9 +94,11 @@ describe("rate limiting refusals", () => {
     expect((await server.post(valid.body, valid.headers)).status).toBe(202);
     // Only the refusals within the allowance are written down.
     expect((await until(() => rows(server!), (r) => r.length >= 5)).length).toBe(5);
-    // A valid signature over a bad payload is still a refusal, limited the same way.
-    const bad = Buffer.from("[]").toString("base64");
-    const response = await server.post(JSON.stringify({ signedData: bad }), { "x-icr-signature-256": sign("It's a Secret to Everybody", bad) });
-    expect(response.status).toBe(429);
+    // A body that is no delivery at all is a refusal, limited the same way.
+    expect((await server.post('{"event":"installed"}')).status).toBe(429);
+    // A valid signature over a payload that is not an event is authentic: stored, even now.
+    const unparsed = Buffer.from("[]").toString("base64");
+    const response = await server.post(JSON.stringify({ signedData: unparsed }), { "x-icr-signature-256": sign("It's a Secret to Everybody", unparsed) });
+    expect(response.status).toBe(202);
   });
 });

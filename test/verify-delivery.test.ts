@@ -18,9 +18,11 @@ describe("verifyDelivery", () => {
   test("every fixture: the outcome its expectation implies", () => {
     for (const f of loadFixtures()) {
       const result = verifyDelivery(bytes(f.body), f.headers["x-icr-signature-256"] ?? null, [{ label: "l", secret: f.secret }]);
-      expect(result.ok).toBe(f.expect.status === 202);
+      expect([f.name, result.ok]).toEqual([f.name, f.expect.status === 202]);
       if (result.ok) {
-        expect(result.payload.value.event).toBe(f.expect.event!);
+        expect(result.payload.parsed).toBe(f.expect.parsed ?? true);
+        if (result.payload.parsed) expect(result.payload.value.event).toBe(f.expect.event!);
+        else if (f.expect.unparsedReason !== undefined) expect(result.payload.reason as string).toBe(f.expect.unparsedReason);
         expect(result.rawBody).toBe(f.body);
       }
     }

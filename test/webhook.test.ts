@@ -2,6 +2,7 @@
 import { afterEach, describe, expect, test } from "bun:test";
 import { Database } from "bun:sqlite";
 import { connect } from "node:net";
+import { brotliCompressSync } from "node:zlib";
 import { canonicalBody } from "../src/verify/delivery.ts";
 import { sign } from "../src/verify/signature.ts";
 import { FIXTURE_SECRET, fixture, loadFixtures } from "./support/fixtures.ts";
@@ -21,19 +22,30 @@ async function expectError(response: Response, status: number, reason: string) {
   expect(typeof body.message).toBe("string");
 }
 
-describe("every shared fixture", () => {
+describe("every fixture, the repository's own and ../shared's where present", () => {
   for (const f of loadFixtures()) {
-    test(`${f.name}: ${f.expect.status}, ${f.expect.stored ? `stored as ${f.expect.event}` : "nothing stored"}`, async () => {
+    const stored = f.expect.stored ? `stored${f.expect.parsed === false ? " unparsed" : ` as ${f.expect.event}`}` : "nothing stored";
+    test(`${f.name}: ${f.expect.status}, ${stored}`, async () => {
       server = await startServer({ secrets: [{ label: "default", secret: f.secret }] });
       const response = await server.post(f.body, f.headers);
       expect(response.status).toBe(f.expect.status);
-      const events = server.database.sqlite.query<{ event: string }, []>("SELECT event FROM events").all();
+      const events = server.database.sqlite
+        .query<{ event: string | null; unparsed_reason: string | null }, []>("SELECT event, unparsed_reason FROM events")
+        .all();
       expect(events.length).toBe(f.expect.stored ? 1 : 0);
       expect(count("deliveries")).toBe(f.expect.stored ? 1 : 0);
       if (f.expect.event !== undefined) expect(events[0]!.event).toBe(f.expect.event);
+      if (f.expect.stored) expect(events[0]!.unparsed_reason === null).toBe(f.expect.parsed ?? true);
+      if (f.expect.unparsedReason !== undefined) expect(events[0]!.unparsed_reason).toBe(f.expect.unparsedReason);
       const body = await response.json();
-      if (response.status === 202) expect(body).toEqual({ id: 1, duplicate: false });
-      else expect(Object.keys(body).sort()).toEqual(["error", "message"]);
+      if (response.status === 202) {
+        expect(body).toEqual({ id: 1, duplicate: false });
+        // Visible through the API as it is in the table, and its body kept verbatim.
+        const event = await server.query("/events/1");
+        const view = await event.json();
+        expect(view.parsed).toBe(f.expect.parsed ?? true);
+        expect(view.deliveries[0].rawBody).toBe(f.body);
+      } else expect(Object.keys(body).sort()).toEqual(["error", "message"]);
     });
   }
 });
@@ -63,16 +75,32 @@ describe("answers, in the specified order", () => {
     await expectError(await server.post('{"event":"installed"}'), 400, "missing_signed_data");
     await expectError(await server.post('{"signedData":"e30="}'), 403, "missing_signature");
     await expectError(await server.post('{"signedData":"e30="}', { "x-icr-signature-256": "sha256=00" }), 403, "invalid_signature");
-    // A valid signature over something that is not a payload: 400, checked after the signature.
-    await expectError(await server.post('{"signedData":"e30="}', { "x-icr-signature-256": sign(FIXTURE_SECRET, "e30=") }), 400, "invalid_signed_data");
     expect(count("events") + count("deliveries")).toBe(0);
+    // Signed, but not an event (`{}` has no string event): stored unparsed, never refused.
+    const unparsed = await server.post('{"signedData":"e30="}', { "x-icr-signature-256": sign(FIXTURE_SECRET, "e30=") });
+    expect(unparsed.status).toBe(202);
+    expect([count("events"), count("deliveries")]).toEqual([1, 1]);
   });
 
-  test("415 for a compressed body", async () => {
+  test("compressed bodies: gzip, deflate and br are verified and stored decompressed; other encodings 415", async () => {
     server = await startServer();
+    const encodings = { gzip: Bun.gzipSync, deflate: Bun.deflateSync, br: (b: Uint8Array) => new Uint8Array(brotliCompressSync(b)) };
+    for (const [encoding, compress] of Object.entries(encodings)) {
+      const d = signedDelivery({ encoding });
+      const response = await server.post(compress(new TextEncoder().encode(d.body)), { ...d.headers, "content-encoding": encoding });
+      expect([encoding, response.status]).toEqual([encoding, 202]);
+      const { id } = await response.json();
+      const view = await (await server.query(`/events/${id}`)).json();
+      expect(view.deliveries[0].rawBody).toBe(d.body);
+      // The encoding it arrived in stays on record with the request's headers.
+      expect(view.deliveries[0].headers["content-encoding"]).toBe(encoding);
+      // Forged and compressed: refused like any forgery.
+      const forged = signedDelivery({ encoding }, { secret: "not the secret" });
+      await expectError(await server.post(compress(new TextEncoder().encode(forged.body)), { ...forged.headers, "content-encoding": encoding }), 403, "invalid_signature");
+    }
     const d = signedDelivery();
-    await expectError(await server.post(Bun.gzipSync(d.body), { ...d.headers, "content-encoding": "gzip" }), 415, "unsupported_encoding");
-    expect(count("deliveries")).toBe(0);
+    await expectError(await server.post(d.body, { ...d.headers, "content-encoding": "compress" }), 415, "unsupported_encoding");
+    expect([count("events"), count("deliveries")]).toEqual([3, 3]);
   });
 
   test("503 when the log cannot be written, and nothing acknowledged", async () => {

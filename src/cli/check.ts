@@ -1,8 +1,9 @@
-// `icr-receiver check`: is the event log sound? Each check is an entry in CHECKS; a later one (a
-// tamper-evidence hash chain, say) is one more entry and shows up in the report and in --json.
-import { count, eq } from "drizzle-orm";
+// `icr-receiver check`: is the event log sound? Each check is an entry in CHECKS, and shows up in
+// the report and in --json.
+import { count, eq, isNull } from "drizzle-orm";
 import { CHAINED_COLUMNS, verifyChain, type ChainedTable } from "../log/chain.ts";
 import type { EventLogDatabase } from "../log/database.ts";
+import { CREDENTIAL_HEADERS, REDACTED } from "../log/headers.ts";
 import { bundledMigrations, type Migration } from "../log/migrations.ts";
 import { deliveries, events } from "../log/schema.ts";
 import { command, DATABASE_HELP, DATABASE_OPTIONS, databasePath, EXIT, HELP_OPTION, openReadOnly, parse } from "./common.ts";
@@ -149,20 +150,52 @@ const counts: Check = {
     const eventCount = db.select({ n: count() }).from(events).get()!.n;
     const deliveryCount = db.select({ n: count() }).from(deliveries).get()!.n;
     const duplicates = db.select({ n: count() }).from(deliveries).where(eq(deliveries.duplicate, true)).get()!.n;
+    const unparsed = db.select({ n: count() }).from(events).where(isNull(events.event)).get()!.n;
     // No unique index keeps payloads distinct (the writer does), so this is where it is proven.
     const { repeated } = sqlite
       .query<{ repeated: number }, []>(
         "SELECT count(*) AS repeated FROM (SELECT 1 FROM events GROUP BY payload_sha256 HAVING count(*) > 1)",
       )
       .get()!;
-    const data = { events: eventCount, deliveries: deliveryCount, duplicates, repeatedPayloads: repeated };
-    const summary = `${plural(eventCount, "event")}, ${plural(deliveryCount, "delivery", "deliveries")}, ${plural(duplicates, "duplicate")}`;
+    const data = { events: eventCount, unparsed, deliveries: deliveryCount, duplicates, repeatedPayloads: repeated };
+    const summary = `${plural(eventCount, "event")} (${unparsed} unparsed), ${plural(deliveryCount, "delivery", "deliveries")}, ${plural(duplicates, "duplicate")}`;
     const problems: string[] = [];
     // Every event is stored with exactly one first (non-duplicate) delivery.
     const firsts = deliveryCount - duplicates;
     if (firsts !== eventCount) problems.push(`${plural(firsts, "first delivery", "first deliveries")} for ${plural(eventCount, "event")}`);
     if (repeated > 0) problems.push(`${plural(repeated, "payload")} stored as more than one event`);
+    // An unparsed event has no name and a reason, a parsed one a name and no reason.
+    const { inconsistent } = sqlite
+      .query<{ inconsistent: number }, []>(
+        "SELECT count(*) AS inconsistent FROM events WHERE (event IS NULL) <> (unparsed_reason IS NOT NULL)",
+      )
+      .get()!;
+    if (inconsistent > 0) problems.push(`${plural(inconsistent, "event")} with both or neither of an event name and an unparsed reason`);
     return problems.length === 0 ? { ok: true, summary, data } : { ok: false, summary, problems, data };
+  },
+};
+
+/**
+ * Deliveries stored before 0.4.0 kept every request header, credentials included. Append-only rows
+ * cannot be rewritten, so they are reported here (and redacted whenever they are served).
+ */
+const credentials: Check = {
+  name: "credentials",
+  run({ sqlite }) {
+    const conditions = CREDENTIAL_HEADERS.map(
+      (name) => `coalesce(json_extract(headers, '$."${name}"'), '${REDACTED}') <> '${REDACTED}'`,
+    ).join(" OR ");
+    const { n, first } = sqlite
+      .query<{ n: number; first: number | null }, []>(`SELECT count(*) AS n, min(id) AS first FROM deliveries WHERE ${conditions}`)
+      .get()!;
+    const data = { deliveriesWithCredentials: n };
+    return n === 0
+      ? { ok: true, summary: "no delivery keeps a credential header", data }
+      : {
+          ok: true,
+          summary: `${plural(n, "delivery", "deliveries")} stored before 0.4.0 keep a credential header (first: delivery ${first}); never served, see the README`,
+          data,
+        };
   },
 };
 
@@ -192,7 +225,7 @@ const eventKeysCheck: Check = {
   },
 };
 
-export const CHECKS: readonly Check[] = [integrity, foreignKeys, appendOnly, hashChain, migrations, counts, eventKeysCheck];
+export const CHECKS: readonly Check[] = [integrity, foreignKeys, appendOnly, hashChain, migrations, counts, eventKeysCheck, credentials];
 
 /** Runs every check in one read transaction (one consistent snapshot); a check that throws fails. */
 export function runChecks(database: string, log: EventLogDatabase, checks: readonly Check[] = CHECKS): CheckReport {
@@ -230,8 +263,10 @@ const HELP = `Usage: icr-receiver check [options]
 
 Checks the event log, read-only (safe while the server runs): PRAGMA integrity_check, foreign
 keys, the append-only triggers (${APPEND_ONLY_TRIGGERS.map((t) => t.name).join(", ")}),
-the tamper-evidence hash chain of every row, migrations all applied, and counts (events,
-deliveries, duplicates; one first delivery per event, no payload stored as two events).
+the tamper-evidence hash chain of every row, migrations all applied, counts (events, unparsed
+events, deliveries, duplicates; one first delivery per event, no payload stored as two events),
+event_keys against the events it is copied from, and deliveries stored before 0.4.0 that keep a
+credential header (reported, not a failure: append-only rows cannot be rewritten).
 
 Options:
   --json                   print the report as one JSON object

@@ -9,6 +9,8 @@ export const FILTER_OPTIONS = {
   organization: { type: "string" },
   since: { type: "string" },
   until: { type: "string" },
+  parsed: { type: "boolean" },
+  unparsed: { type: "boolean" },
 } as const;
 
 export const FILTER_HELP = `Filters (as GET /events):
@@ -17,6 +19,8 @@ export const FILTER_HELP = `Filters (as GET /events):
   --organization ID        organization id
   --since TIME             received at or after TIME (inclusive)
   --until TIME             received before TIME (exclusive)
+  --parsed                 only events whose signed data is a readable event
+  --unparsed               only events stored unparsed (GET /events?parsed=false)
 TIME is ISO-8601 (2025-01-31, 2025-01-31T12:00:00Z, …+01:00) or an age such as 90s, 15m, 2h, 7d.`;
 
 // The times GET /events accepts, plus ages relative to `now`.
@@ -39,7 +43,10 @@ function name(value: string | undefined, option: string): string | undefined {
   return value;
 }
 
-export type FilterValues = Partial<Record<keyof typeof FILTER_OPTIONS, string>>;
+export type FilterValues = Partial<Record<Exclude<keyof typeof FILTER_OPTIONS, "parsed" | "unparsed">, string>> & {
+  parsed?: boolean;
+  unparsed?: boolean;
+};
 
 /** The filter part of an EventFilter (order, limit and cursor are each command's business). */
 export function toFilter(values: FilterValues, now: Date = new Date()): Omit<EventFilter, "order" | "limit" | "after"> {
@@ -49,7 +56,13 @@ export function toFilter(values: FilterValues, now: Date = new Date()): Omit<Eve
     organization: name(values.organization, "--organization"),
     since: values.since === undefined ? undefined : parseTime(values.since, "--since", now),
     until: values.until === undefined ? undefined : parseTime(values.until, "--until", now),
+    parsed: parsedFilter(values),
   };
+}
+
+function parsedFilter({ parsed, unparsed }: FilterValues): boolean | undefined {
+  if (parsed && unparsed) throw new UsageError("--parsed and --unparsed exclude each other");
+  return parsed ? true : unparsed ? false : undefined;
 }
 
 /** An `--after` cursor: the id of the last event already seen. */

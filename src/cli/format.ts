@@ -16,7 +16,7 @@ interface Column {
 const COLUMNS: Column[] = [
   { title: "ID", width: 6, cell: (e) => String(e.id) },
   { title: "RECEIVED", width: 24, cell: (e) => e.receivedAt },
-  { title: "EVENT", width: 23, cell: (e) => e.event },
+  { title: "EVENT", width: 23, cell: (e) => e.event ?? `(unparsed: ${e.unparsedReason})` },
   { title: "INSTALLATION", width: 12, cell: (e) => e.installationId ?? "-" },
   { title: "ORGANIZATION", width: 12, cell: (e) => e.organizationId ?? "-" },
   {

@@ -1,7 +1,7 @@
 // `icr-receiver verify`: would the receiver accept this saved delivery? Offline, against the
 // configured secrets, with the same functions the webhook route uses.
 import { readFileSync } from "node:fs";
-import { decodeSignedData, envelopeMismatch, parseEnvelope } from "../verify/delivery.ts";
+import { decodeSignedData, envelopeMismatch, parseEnvelope, type UnparsedReason } from "../verify/delivery.ts";
 import { SIGNATURE_HEADER, verifyWithFallback, type LabelledSecret } from "../verify/signature.ts";
 import { command, EXIT, HELP_OPTION, loadSecrets, parse, SECRET_HELP, SECRET_OPTIONS, UsageError } from "./common.ts";
 
@@ -17,7 +17,7 @@ const HELP = `Usage: icr-receiver verify --body FILE --signature VALUE [options]
 
 Checks a saved delivery offline, as the receiver would: the signature over the body's signedData
 against every configured secret, then the signed payload. Prints which secret label matched and
-the decoded (signed) event. A signature is not a secret; the secrets come only from files or the
+the decoded (signed) event, or why it would be stored unparsed. A signature is not a secret; the secrets come only from files or the
 environment and are never printed.
 
 Options:
@@ -29,7 +29,16 @@ Options:
 ${SECRET_HELP}`;
 
 export type Verdict =
-  | { valid: true; label: string; event: string; envelopeMismatch: boolean; payload: unknown }
+  | {
+      valid: true;
+      label: string;
+      /** Null when the signed data is not a readable event: the receiver stores it unparsed. */
+      event: string | null;
+      unparsedReason: UnparsedReason | null;
+      envelopeMismatch: boolean;
+      /** The signed payload: its JSON value, its text where it is not JSON, null where not text. */
+      payload: unknown;
+    }
   | { valid: false; reason: string };
 
 /** The receiver's verdict on a body and signature. Pure. */
@@ -42,15 +51,14 @@ export function verdict(body: Uint8Array, signature: string, secrets: readonly L
     const which = secrets.length === 1 ? "the configured secret" : `any of the ${secrets.length} configured secrets`;
     return { valid: false, reason: `the signature does not match ${which}${shape}` };
   }
-  const decoded = decodeSignedData(envelope.envelope.signedData);
-  if (!decoded.ok) return { valid: false, reason: `signed with "${label}", but ${decoded.message}` };
-  const { value } = decoded.payload;
+  const payload = decodeSignedData(envelope.envelope.signedData);
   return {
     valid: true,
     label,
-    event: value.event,
-    envelopeMismatch: envelopeMismatch(envelope.envelope, value),
-    payload: value,
+    event: payload.parsed ? payload.value.event : null,
+    unparsedReason: payload.parsed ? null : payload.reason,
+    envelopeMismatch: envelopeMismatch(envelope.envelope, payload),
+    payload: payload.value !== undefined ? payload.value : payload.text,
   };
 }
 
@@ -58,7 +66,9 @@ export function formatVerdict(result: Verdict): string {
   if (!result.valid) return `invalid: ${result.reason}\n`;
   return [
     `valid: signed with the secret labelled "${result.label}"`,
-    `event: ${JSON.stringify(result.event)}`,
+    result.unparsedReason === null
+      ? `event: ${JSON.stringify(result.event)}`
+      : `event: none, stored unparsed (${result.unparsedReason})`,
     result.envelopeMismatch
       ? "envelope: the unsigned top-level copy DIFFERS from the signed payload (the signed one counts)"
       : "envelope: matches the signed payload",

@@ -9,7 +9,8 @@ const digest = (value: string) => createHash("sha256").update(value, "utf8").dig
  * comparison takes the same time whatever the length of what was sent.
  */
 export function bearerMatches(authorization: string | null, token: string): boolean {
-  const match = /^Bearer (.+)$/.exec(authorization ?? "");
+  // The scheme is case-insensitive (RFC 9110, 11.1).
+  const match = /^Bearer (.+)$/i.exec(authorization ?? "");
   const given = digest(match?.[1] ?? "");
   return timingSafeEqual(given, digest(token)) && match !== null;
 }

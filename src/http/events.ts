@@ -22,14 +22,19 @@ export const EventsQuery = t.Object({
   limit: t.Optional(t.Integer({ minimum: 1, maximum: 1000, default: 50, error: "limit must be an integer from 1 to 1000" })),
   order: t.Optional(t.UnionEnum(["asc", "desc"], { default: "desc", error: "order must be asc or desc" })),
   after: t.Optional(t.String({ pattern: CURSOR, error: "after must be the next cursor of a previous page" })),
+  parsed: t.Optional(t.UnionEnum(["true", "false"], { error: "parsed must be true or false" })),
 });
 
-// Elysia drops unknown query parameters instead of refusing them; a typo must not silently widen a query.
+// Elysia drops unknown query parameters instead of refusing them, and a repeated one becomes an
+// array or its last value: a typo must not silently widen a query, nor a repeat pick a value.
 function refuseUnknownParameters(request: Request): void {
+  const seen = new Set<string>();
   for (const key of new URL(request.url).searchParams.keys()) {
     if (!Object.hasOwn(EventsQuery.properties, key)) {
       throw new HttpError(400, "invalid_parameter", `unknown parameter: ${key}`);
     }
+    if (seen.has(key)) throw new HttpError(400, "invalid_parameter", `repeated parameter: ${key}`);
+    seen.add(key);
   }
 }
 
@@ -56,8 +61,7 @@ export const eventsApi = ({ queries, queryToken, onServed = () => {} }: EventsAp
     .onAfterHandle(({ request }) => onServed(request))
     .get(
       "/events",
-      ({ query, request }) => {
-        refuseUnknownParameters(request);
+      ({ query }) => {
         const page = queries.list({
           event: query.event,
           installation: query.installation,
@@ -67,10 +71,12 @@ export const eventsApi = ({ queries, queryToken, onServed = () => {} }: EventsAp
           limit: query.limit ?? 50,
           order: query.order ?? "desc",
           after: query.after === undefined ? undefined : Number(query.after),
+          parsed: query.parsed === undefined ? undefined : query.parsed === "true",
         });
         return json(pageJson(page));
       },
-      { query: EventsQuery },
+      // On transform, before validation: a repeated parameter must be named, not fail as a type.
+      { query: EventsQuery, transform: ({ request }) => refuseUnknownParameters(request) },
     )
     .get(
       "/events/:id",

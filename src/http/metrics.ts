@@ -51,6 +51,7 @@ const LATENCY_BUCKETS = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.
 export class ReceiverMetrics {
   readonly accepted = new Counter("icr_receiver_deliveries_accepted_total", "Deliveries answered 202 (stored), by the label of the secret that verified them.");
   readonly duplicates = new Counter("icr_receiver_deliveries_duplicate_total", "Accepted deliveries whose signed payload was already in the log.");
+  readonly unparsed = new Counter("icr_receiver_deliveries_unparsed_total", "Accepted deliveries whose signed data is not a readable event (stored unparsed), by reason.");
   readonly mismatches = new Counter("icr_receiver_envelope_mismatch_total", "Accepted deliveries whose unsigned top-level fields disagreed with the signed payload.");
   readonly rejected = new Counter("icr_receiver_deliveries_rejected_total", "Deliveries not stored, by reason and HTTP status.");
   readonly requestSeconds = new Histogram("icr_receiver_delivery_duration_seconds", "Time from a delivery's arrival to its answer.", LATENCY_BUCKETS);
@@ -60,12 +61,18 @@ export class ReceiverMetrics {
 
   constructor(private readonly databasePath: string, private readonly version: string) {}
 
-  delivery(outcome: { accepted: true; secretLabel: string; duplicate: boolean; envelopeMismatch: boolean } | { accepted: false; status: number; reason: string }, seconds: number): void {
+  delivery(
+    outcome:
+      | { accepted: true; secretLabel: string; duplicate: boolean; envelopeMismatch: boolean; unparsedReason: string | null }
+      | { accepted: false; status: number; reason: string },
+    seconds: number,
+  ): void {
     this.requestSeconds.observe(seconds);
     if (!outcome.accepted) return this.rejected.inc({ reason: outcome.reason, status: String(outcome.status) });
     this.accepted.inc({ secret_label: outcome.secretLabel });
     if (outcome.duplicate) this.duplicates.inc();
     if (outcome.envelopeMismatch) this.mismatches.inc();
+    if (outcome.unparsedReason !== null) this.unparsed.inc({ reason: outcome.unparsedReason });
     this.lastAccepted = Date.now() / 1000;
   }
 
@@ -84,6 +91,7 @@ export class ReceiverMetrics {
       `# HELP icr_receiver_build_info The running version.\n# TYPE icr_receiver_build_info gauge\nicr_receiver_build_info{version="${escape(this.version)}"} 1\n`,
       this.accepted.render(),
       this.duplicates.render(),
+      this.unparsed.render(),
       this.mismatches.render(),
       this.rejected.render(),
       this.requestSeconds.render(),

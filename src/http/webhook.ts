@@ -1,17 +1,29 @@
 // HTTP → verify → append: the route ICR posts to. The checks run in the order the answers are
-// specified (413, 400, 403, 400, 503, 202) and nothing but the durable append follows verification.
+// specified (415, 413, 400, 403, 503, 202) and nothing but the durable append follows
+// verification. What the signature vouches for is never refused: signed data that is not a
+// readable event is stored as an unparsed event.
 import { Elysia } from "elysia";
 import type { Appended } from "../log/append.ts";
 import type { GroupCommit } from "../log/group-commit.ts";
-import { eventFacts } from "../verify/delivery.ts";
+import { storedHeaders } from "../log/headers.ts";
+import { eventFacts, type UnparsedReason } from "../verify/delivery.ts";
 import { SIGNATURE_HEADER, type LabelledSecret } from "../verify/signature.ts";
 import { verifyDelivery, type DeliveryRejection } from "../verify/verify-delivery.ts";
 import { errorResponse, HttpError } from "./errors.ts";
 import { RejectionLimiter } from "./rejection-limit.ts";
+import { readRequestBody } from "./request-body.ts";
 
 /** What happened to one delivery: for the answer, the logs and the metrics (never a body or secret). */
 export type DeliveryOutcome =
-  | { accepted: true; status: 202; appended: Appended; secretLabel: string; envelopeMismatch: boolean; event: string }
+  | {
+      accepted: true;
+      status: 202;
+      appended: Appended;
+      secretLabel: string;
+      envelopeMismatch: boolean;
+      event: string | null;
+      unparsedReason: UnparsedReason | null;
+    }
   | { accepted: false; status: number; reason: string; message: string; detail?: string };
 
 export interface WebhookOptions {
@@ -20,6 +32,8 @@ export interface WebhookOptions {
   bodyLimit: number;
   /** Refusals per minute per address before they are answered 429 (0: no limit). */
   rejectionLimit: number;
+  /** Values that must never be stored with a delivery's headers (the query token). */
+  redact: readonly string[];
   writer: GroupCommit;
   onOutcome?: (outcome: DeliveryOutcome, remoteAddress: string | null, seconds: number) => void;
 }
@@ -29,85 +43,58 @@ const STATUS: Record<DeliveryRejection["reason"], number> = {
   missing_signed_data: 400,
   missing_signature: 403,
   invalid_signature: 403,
-  invalid_signed_data: 400,
 };
 
-class Refused extends Error {
-  constructor(
-    readonly status: number,
-    readonly reason: string,
-    message: string,
-    readonly bodySize: number,
-    readonly body: Uint8Array | null = null,
-  ) {
-    super(message);
-  }
+/** A delivery refused before it reached the log: recorded in the rejection ring (never its body). */
+interface Refusal {
+  status: number;
+  reason: string;
+  message: string;
+  bodySize: number;
+  /** The body when it was read whole (for its hash); null when refused before that. */
+  body: Uint8Array | null;
+  /** False when refused before the body was read to its end (413, 415): the rest is not wanted. */
+  bodyRead: boolean;
 }
 
-/** Reads at most `limit` bytes; a larger body is refused without being buffered whole. */
-export async function readBody(request: Request, limit: number): Promise<Uint8Array> {
-  const tooLarge = (size: number) => new Refused(413, "body_too_large", `body exceeds the limit of ${limit} bytes`, size);
-  // The client went away, or was cut off by the idle timeout, mid-body: its refusal, not our error.
-  const incomplete = (size: number) => () => {
-    throw new Refused(400, "incomplete_body", "the connection closed before the body was complete", size);
-  };
-  const declared = request.headers.get("content-length");
-  if (declared !== null) {
-    if (Number(declared) > limit) throw tooLarge(Number(declared));
-    return new Uint8Array(await request.arrayBuffer().catch(incomplete(Number(declared))));
-  }
-  if (request.body === null) return new Uint8Array(0);
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  const reader = request.body.getReader();
-  for (;;) {
-    const { done, value } = await reader.read().catch(incomplete(size));
-    if (done) break;
-    size += value.byteLength;
-    if (size > limit) {
-      await reader.cancel().catch(() => {});
-      throw tooLarge(size);
-    }
-    chunks.push(value);
-  }
-  return Buffer.concat(chunks);
-}
+const sha256 = (bytes: Uint8Array) => new Bun.CryptoHasher("sha256").update(bytes).digest("hex");
 
-/** Verifies a delivery and appends it; resolves once it is committed. Throws Refused or 503. */
+/** Verifies a delivery and appends it; resolves once it is committed, or with why it was not. */
 async function receive(
   request: Request,
   remoteAddress: string | null,
-  { secrets, bodyLimit, writer }: WebhookOptions,
-): Promise<DeliveryOutcome> {
+  { secrets, bodyLimit, redact, writer }: WebhookOptions,
+): Promise<DeliveryOutcome | Refusal> {
   const receivedAt = new Date().toISOString();
-  const encoding = request.headers.get("content-encoding");
-  if (encoding !== null && encoding.toLowerCase() !== "identity") {
-    throw new Refused(415, "unsupported_encoding", "compressed bodies are not accepted", Number(request.headers.get("content-length") ?? 0));
-  }
-  const body = await readBody(request, bodyLimit);
+  const read = await readRequestBody(request, bodyLimit);
+  if (!read.ok) return { status: read.status, reason: read.reason, message: read.message, bodySize: read.bodySize, body: null, bodyRead: read.bodyRead };
+  const body = read.bytes;
   const verified = verifyDelivery(body, request.headers.get(SIGNATURE_HEADER), secrets);
-  if (!verified.ok) throw new Refused(STATUS[verified.reason], verified.reason, verified.message, body.byteLength, body);
+  if (!verified.ok) {
+    return { status: STATUS[verified.reason], reason: verified.reason, message: verified.message, bodySize: body.byteLength, body, bodyRead: true };
+  }
 
   const { payload, secretLabel, envelopeMismatch } = verified;
-  const facts = eventFacts(payload.value);
+  const facts = eventFacts(payload);
+  const delivery = {
+    ...facts,
+    receivedAt,
+    remoteAddress,
+    headers: storedHeaders(request.headers, redact),
+    rawBody: verified.canonical ? null : verified.rawBody,
+    payload: payload.text,
+    payloadSha256: sha256(payload.bytes),
+    secretLabel,
+    envelopeMismatch,
+  };
   let appended: Appended;
   try {
-    appended = await writer.append({
-      ...facts,
-      receivedAt,
-      remoteAddress,
-      headers: JSON.stringify(Object.fromEntries(request.headers)),
-      rawBody: verified.canonical ? null : verified.rawBody,
-      payload: payload.text,
-      payloadSha256: new Bun.CryptoHasher("sha256").update(payload.bytes).digest("hex"),
-      secretLabel,
-      envelopeMismatch,
-    });
+    appended = await writer.append(delivery);
   } catch (error) {
     const detail = error instanceof Error ? error.message : String(error);
     return { accepted: false, status: 503, reason: "log_unavailable", message: "the event log cannot be written; nothing was stored", detail };
   }
-  return { accepted: true, status: 202, appended, secretLabel, envelopeMismatch, event: facts.event };
+  return { accepted: true, status: 202, appended, secretLabel, envelopeMismatch, event: facts.event, unparsedReason: facts.unparsedReason };
 }
 
 export const webhook = (options: WebhookOptions) => {
@@ -115,7 +102,7 @@ export const webhook = (options: WebhookOptions) => {
   const { writer, onOutcome = () => {} } = options;
 
   /** A refusal: recorded for the operator, unless this address has been refused too often. */
-  function refuse(refused: Refused, remoteAddress: string | null): DeliveryOutcome {
+  function refuse(refused: Refusal, remoteAddress: string | null): DeliveryOutcome {
     if (!limiter.allow(remoteAddress ?? "unknown")) {
       return { accepted: false, status: 429, reason: "rate_limited", message: "too many refused deliveries from this address" };
     }
@@ -125,7 +112,7 @@ export const webhook = (options: WebhookOptions) => {
       status: refused.status,
       reason: refused.reason,
       bodySize: refused.bodySize,
-      bodySha256: refused.body && new Bun.CryptoHasher("sha256").update(refused.body).digest("hex"),
+      bodySha256: refused.body && sha256(refused.body),
     });
     return { accepted: false, status: refused.status, reason: refused.reason, message: refused.message };
   }
@@ -136,16 +123,10 @@ export const webhook = (options: WebhookOptions) => {
       async ({ request, server, set }) => {
         const started = performance.now();
         const remoteAddress = server?.requestIP(request)?.address ?? null;
-        let outcome: DeliveryOutcome;
-        // Refused before its body was read to the end (413, 415): the rest is not wanted.
-        let bodyUnread = false;
-        try {
-          outcome = await receive(request, remoteAddress, options);
-        } catch (error) {
-          if (!(error instanceof Refused)) throw error;
-          bodyUnread = error.body === null;
-          outcome = refuse(error, remoteAddress);
-        }
+        const received = await receive(request, remoteAddress, options);
+        const refused = !("accepted" in received);
+        const outcome = refused ? refuse(received, remoteAddress) : received;
+        const bodyUnread = refused && !received.bodyRead;
         onOutcome(outcome, remoteAddress, (performance.now() - started) / 1000);
         if (!outcome.accepted) {
           const headers: Record<string, string> = {};

@@ -2,7 +2,7 @@
 import type { Database, SQLQueryBindings } from "bun:sqlite";
 import { desc, eq, max, Param, Placeholder, sql } from "drizzle-orm";
 import type { EventFacts } from "../verify/delivery.ts";
-import { CHAINED_COLUMNS, chainHash, GENESIS } from "./chain.ts";
+import { chainedValues, chainHash, GENESIS, type ChainedTable } from "./chain.ts";
 import type { EventLogDatabase } from "./database.ts";
 import { DigestIndex } from "./digest-index.ts";
 import { deliveries, events, rejections } from "./schema.ts";
@@ -15,7 +15,8 @@ export interface AcceptedDelivery extends EventFacts {
   headers: string;
   /** Null when the body was the payload's canonical form (see the schema's raw_body). */
   rawBody: string | null;
-  payload: string;
+  /** Null for an unparsed payload that is not UTF-8 text (see the schema). */
+  payload: string | null;
   payloadSha256: string;
   secretLabel: string;
   envelopeMismatch: boolean;
@@ -58,14 +59,15 @@ function prepare<Row>(sqlite: Database, query: { toSQL(): { sql: string; params:
 }
 
 const camelCase = (column: string) => column.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase());
-const CHAINED_KEYS = {
-  events: CHAINED_COLUMNS.events.map(camelCase),
-  deliveries: CHAINED_COLUMNS.deliveries.map(camelCase),
-};
+const keyOf = new Map<string, string>();
 
-/** The values a chain hash covers, in CHAINED_COLUMNS order, as the database will return them. */
-function chained(table: keyof typeof CHAINED_COLUMNS, row: Record<string, unknown>): unknown[] {
-  return CHAINED_KEYS[table].map((key) => row[key] ?? null);
+/** The values a chain hash covers, in the chain's order, as the database will return them. */
+function chained(table: ChainedTable, row: Record<string, unknown>): unknown[] {
+  return chainedValues(table, (column) => {
+    let key = keyOf.get(column);
+    if (key === undefined) keyOf.set(column, (key = camelCase(column)));
+    return row[key];
+  });
 }
 
 /**
@@ -132,6 +134,7 @@ export function batchAppender({ db, sqlite }: EventLogDatabase) {
         secretLabel: p("secretLabel"),
         envelopeMismatch: p("envelopeMismatch"),
         chainHash: p("chainHash"),
+        unparsedReason: p("unparsedReason"),
       }),
   );
   const insertDelivery = prepare(

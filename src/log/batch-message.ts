@@ -4,7 +4,7 @@
 import type { AcceptedDelivery } from "./append.ts";
 
 const FIELDS = [
-  "event", "installationId", "organizationId", "appId", "transactionId", "transactionStatus",
+  "event", "unparsedReason", "installationId", "organizationId", "appId", "transactionId", "transactionStatus",
   "transactionType", "transactionAmount", "receivedAt", "remoteAddress", "headers", "rawBody",
   "payload", "payloadSha256", "secretLabel", "envelopeMismatch",
 ] as const satisfies readonly (keyof AcceptedDelivery)[];

@@ -7,6 +7,7 @@ import eventLog from "../../drizzle/0000_event_log.sql" with { type: "text" };
 import appendOnly from "../../drizzle/0001_append_only.sql" with { type: "text" };
 import digestIndexCanonicalBody from "../../drizzle/0002_digest_index_canonical_body.sql" with { type: "text" };
 import eventKeys from "../../drizzle/0003_event_keys.sql" with { type: "text" };
+import unparsedEvents from "../../drizzle/0004_unparsed_events.sql" with { type: "text" };
 
 /** Every migration's SQL by journal tag; a test checks that it matches the journal exactly. */
 export const migrationSql: Record<string, string> = {
@@ -14,6 +15,7 @@ export const migrationSql: Record<string, string> = {
   "0001_append_only": appendOnly,
   "0002_digest_index_canonical_body": digestIndexCanonicalBody,
   "0003_event_keys": eventKeys,
+  "0004_unparsed_events": unparsedEvents,
 };
 
 export interface Migration {

@@ -1,7 +1,8 @@
 // The read side of the log: filtered, keyset-paginated listing and one event with its deliveries.
-import { and, asc, desc, eq, gt, gte, inArray, lt, lte, max, sql, type SQL } from "drizzle-orm";
+import { and, asc, desc, eq, gt, gte, inArray, isNotNull, isNull, lt, lte, max, sql, type SQL } from "drizzle-orm";
 import type { SQLiteColumn } from "drizzle-orm/sqlite-core";
 import { canonicalBody } from "../verify/delivery.ts";
+import { redactCredentials } from "./headers.ts";
 import type { Drizzle } from "./database.ts";
 import { deliveries, eventKeys, events, type EventRow } from "./schema.ts";
 
@@ -13,6 +14,8 @@ export interface EventFilter {
   since?: string;
   /** ISO-8601 UTC with milliseconds, exclusive. */
   until?: string;
+  /** Only events whose signed data was (true) or was not (false) a readable event. */
+  parsed?: boolean;
   order: "asc" | "desc";
   limit: number;
   /** Id of the last event of the previous page. */
@@ -22,13 +25,20 @@ export interface EventFilter {
 export interface EventView {
   id: number;
   receivedAt: string;
-  event: string;
+  /** Null for an unparsed event. */
+  event: string | null;
+  /** False when the signed data is not a JSON object with a string event (stored all the same). */
+  parsed: boolean;
+  /** Unparsed events only: why (`not_json`, …). */
+  unparsedReason?: string;
+  /** Unparsed events only: the decoded signed data as text, null where it is not base64 or UTF-8. */
+  payloadText?: string | null;
   installationId: string | null;
   organizationId: string | null;
   appId: string | null;
   transaction: { id: string | null; status: string | null; type: string | null; amount: number | null } | null;
-  /** The signed payload's JSON text as stored; `eventJson` puts it in as `payload`, unparsed. */
-  payloadJson: string;
+  /** The signed payload's JSON text as stored (null when unparsed); `eventJson` splices it in as `payload`. */
+  payloadJson: string | null;
   secretLabel: string;
   envelopeMismatch: boolean;
   deliveryCount: number;
@@ -57,6 +67,7 @@ const eventColumns = {
   transactionType: events.transactionType,
   transactionAmount: events.transactionAmount,
   payload: events.payload,
+  unparsedReason: events.unparsedReason,
   secretLabel: events.secretLabel,
   envelopeMismatch: events.envelopeMismatch,
   // Written out: inside a select list Drizzle would leave both ids unqualified.
@@ -66,14 +77,20 @@ const eventColumns = {
 type EventRecord = Omit<EventRow, "payloadSha256" | "chainHash"> & { deliveryCount: number };
 
 function toView(row: EventRecord): EventView {
-  const { transactionId, transactionStatus, transactionType, transactionAmount, payload, ...rest } = row;
+  const { id, receivedAt, event, unparsedReason, transactionId, transactionStatus, transactionType, transactionAmount, payload, ...rest } = row;
   const hasTransaction = [transactionId, transactionStatus, transactionType, transactionAmount].some((v) => v !== null);
+  const parsed = unparsedReason === null;
   return {
+    id,
+    receivedAt,
+    event,
+    parsed,
+    ...(!parsed && { unparsedReason, payloadText: payload }),
     ...rest,
     transaction: hasTransaction
       ? { id: transactionId, status: transactionStatus, type: transactionType, amount: transactionAmount }
       : null,
-    payloadJson: payload,
+    payloadJson: parsed ? payload : null,
   };
 }
 
@@ -83,7 +100,7 @@ function toView(row: EventRecord): EventView {
  * deeper than the serialiser's stack (signed, so stored) would turn a query into a 500.
  */
 export function eventJson({ payloadJson, ...rest }: EventView & { deliveries?: DeliveryView[] }): string {
-  return `${JSON.stringify(rest).slice(0, -1)},"payload":${payloadJson}}`;
+  return `${JSON.stringify(rest).slice(0, -1)},"payload":${payloadJson ?? "null"}}`;
 }
 
 /** A page of `list` as the API answers it. */
@@ -108,8 +125,10 @@ export class EventQueries {
       filter.until === undefined ? undefined : lt(events.receivedAt, filter.until),
       filter.after === undefined ? undefined : ascending ? gt(id, filter.after) : lt(id, filter.after),
     ];
+    // An unparsed event is one without an event name, in event_keys as in events.
     const keyed = (keys: { event: SQLiteColumn; installationId: SQLiteColumn; organizationId: SQLiteColumn }) => [
       filter.event === undefined ? undefined : eq(keys.event, filter.event),
+      filter.parsed === undefined ? undefined : filter.parsed ? isNotNull(keys.event) : isNull(keys.event),
       filter.installation === undefined ? undefined : eq(keys.installationId, filter.installation),
       filter.organization === undefined ? undefined : eq(keys.organizationId, filter.organization),
     ];
@@ -166,7 +185,8 @@ export class EventQueries {
     for (const { delivery: { eventId, chainHash: _, headers, rawBody, ...delivery }, payload } of rows) {
       const list = byEvent.get(eventId) ?? [];
       // A NULL raw_body was the canonical form of the event's payload, which rebuilds it exactly.
-      list.push({ ...delivery, headers: JSON.parse(headers), rawBody: rawBody ?? canonicalBody(payload)! });
+      // Rows stored before credentials were dropped at the door still hold them: never shown.
+      list.push({ ...delivery, headers: redactCredentials(JSON.parse(headers)), rawBody: rawBody ?? canonicalBody(payload!)! });
       byEvent.set(eventId, list);
     }
     return byEvent;

@@ -1,15 +1,21 @@
 // The event log, as an operator sees it in `sqlite3`: snake_case names, JSON kept as TEXT so
 // json_extract works, timestamps as ISO-8601 UTC text (lexical order is time order).
 // Both tables are append-only: the triggers that enforce it live in a custom migration in drizzle/.
+import { sql } from "drizzle-orm";
 import { index, integer, real, sqliteTable, text } from "drizzle-orm/sqlite-core";
 
-/** One row per distinct signed payload: what ICR told us happened. */
+/**
+ * One row per distinct signed payload: what ICR told us happened. An authentic delivery whose
+ * signed data is not a JSON object with a string `event` is an event all the same, an unparsed
+ * one: `event` NULL and `unparsed_reason` saying why (see UNPARSED_REASONS in src/verify/delivery.ts).
+ */
 export const events = sqliteTable(
   "events",
   {
     id: integer("id").primaryKey(),
     receivedAt: text("received_at").notNull(),
-    event: text("event").notNull(),
+    /** The signed payload's `event`; NULL for an unparsed event. */
+    event: text("event"),
     installationId: text("installation_id"),
     organizationId: text("organization_id"),
     appId: text("app_id"),
@@ -17,10 +23,14 @@ export const events = sqliteTable(
     transactionStatus: text("transaction_status"),
     transactionType: text("transaction_type"),
     transactionAmount: real("transaction_amount"),
-    /** The decoded signedData, byte for byte: the only part of a delivery that is signed. */
-    payload: text("payload").notNull(),
     /**
-     * Hex SHA-256 of the decoded payload bytes: a repeat of the same payload is the same event.
+     * The decoded signedData, byte for byte: the only part of a delivery that is signed. NULL when
+     * it is not base64 or not UTF-8 text (the delivery's raw_body still holds it as received).
+     */
+    payload: text("payload"),
+    /**
+     * Hex SHA-256 of the decoded payload bytes (of signedData itself where it is not base64): a
+     * repeat of the same payload is the same event.
      * Distinct by construction (the writer looks each one up before it inserts; `check` verifies),
      * not by a unique index: a key that random would dirty one index page per insert.
      */
@@ -29,6 +39,8 @@ export const events = sqliteTable(
     envelopeMismatch: integer("envelope_mismatch", { mode: "boolean" }).notNull(),
     /** SHA-256 over the previous event's chain_hash and this row: an edited row breaks the chain. */
     chainHash: text("chain_hash").notNull(),
+    /** Why the signed data is not an event the receiver can read (`not_json`, …); NULL when parsed. */
+    unparsedReason: text("unparsed_reason"),
   },
   (table) => [
     // In id order, so inserts only ever touch its last page; the writer reads it back at start-up
@@ -36,6 +48,8 @@ export const events = sqliteTable(
     index("events_id_payload_sha256").on(table.id, table.payloadSha256),
     // Appended in time order too, so also touched at its last page only.
     index("events_received_at").on(table.receivedAt),
+    // Only unparsed events are in it: written rarely, and `GET /events?parsed=false` pages by it.
+    index("events_unparsed").on(table.id).where(sql`${table.event} IS NULL`),
   ],
 );
 
@@ -53,7 +67,8 @@ export const eventKeys = sqliteTable(
     eventId: integer("event_id")
       .primaryKey()
       .references(() => events.id),
-    event: text("event").notNull(),
+    /** NULL for an unparsed event, as in `events`. */
+    event: text("event"),
     organizationId: text("organization_id"),
     installationId: text("installation_id"),
   },

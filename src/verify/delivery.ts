@@ -21,6 +21,10 @@ function parseJson(text: string): { ok: true; value: unknown } | { ok: false } {
   }
 }
 
+// A byte-order mark is not part of the JSON text (RFC 8259 lets a parser ignore it); the signature
+// covers signedData, not the body's framing, so a serializer that writes one is still ICR.
+const BOM = "\uFEFF";
+
 /** The body as text and its envelope, or why it is not a delivery (before any signature check). */
 export function parseEnvelope(
   body: Uint8Array,
@@ -31,7 +35,7 @@ export function parseEnvelope(
   } catch {
     return { ok: false, reason: "invalid_body", message: "body is not valid UTF-8" };
   }
-  const parsed = parseJson(text);
+  const parsed = parseJson(text.startsWith(BOM) ? text.slice(BOM.length) : text);
   if (!parsed.ok || !isObject(parsed.value)) {
     return { ok: false, reason: "invalid_body", message: "body is not a JSON object" };
   }
@@ -43,53 +47,66 @@ export function parseEnvelope(
 
 const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
 const BASE64URL = /^[A-Za-z0-9_-]*={0,2}$/;
+// MIME-style line breaks and stray spaces: the signature covers them, so they are ICR's own.
+const WHITESPACE = /[ \t\r\n]/g;
 
-/** Standard or URL-safe base64, padding optional; null for anything else. */
+/** Standard or URL-safe base64, padding optional, whitespace ignored; null for anything else. */
 export function decodeBase64(encoded: string): Uint8Array | null {
-  if (!BASE64.test(encoded) && !BASE64URL.test(encoded)) return null;
-  const unpadded = encoded.replace(/=+$/, "");
+  const compact = encoded.replace(WHITESPACE, "");
+  if (!BASE64.test(compact) && !BASE64URL.test(compact)) return null;
+  const unpadded = compact.replace(/=+$/, "");
   if (unpadded.length % 4 === 1) return null;
-  if (encoded.length !== unpadded.length && encoded.length % 4 !== 0) return null;
-  return Buffer.from(unpadded, encoded.includes("-") || encoded.includes("_") ? "base64url" : "base64");
+  if (compact.length !== unpadded.length && compact.length % 4 !== 0) return null;
+  return Buffer.from(unpadded, compact.includes("-") || compact.includes("_") ? "base64url" : "base64");
 }
 
-export interface SignedPayload {
-  /** The decoded bytes as text: stored verbatim, never re-serialised. */
-  text: string;
-  bytes: Uint8Array;
-  value: Record<string, unknown> & { event: string };
-}
+/** Why authentic signed data is not an event the receiver can read; it is stored all the same. */
+export const UNPARSED_REASONS = ["not_base64", "not_utf8", "not_json", "not_an_object", "no_event"] as const;
+export type UnparsedReason = (typeof UNPARSED_REASONS)[number];
 
-/** Decodes a verified signedData into the payload it carries. */
-export function decodeSignedData(
-  signedData: string,
-): Result<{ payload: SignedPayload }, "invalid_signed_data"> {
+/**
+ * What a verified signedData carries. `bytes` identify the event (a repeat of them is the same
+ * event): the decoded signed data, or signedData's own text where it is not base64.
+ */
+export type SignedPayload =
+  | {
+      parsed: true;
+      /** The decoded bytes as text: stored verbatim, never re-serialised. */
+      text: string;
+      bytes: Uint8Array;
+      value: Record<string, unknown> & { event: string };
+    }
+  | {
+      parsed: false;
+      reason: UnparsedReason;
+      /** The decoded bytes as text, when they are UTF-8. */
+      text: string | null;
+      bytes: Uint8Array;
+      /** The decoded JSON value, when the text is JSON. */
+      value: unknown;
+    };
+
+/** Decodes a verified signedData into the payload it carries, readable or not. */
+export function decodeSignedData(signedData: string): SignedPayload {
   const bytes = decodeBase64(signedData);
-  if (bytes === null) {
-    return { ok: false, reason: "invalid_signed_data", message: "signedData is not base64" };
-  }
+  if (bytes === null) return { parsed: false, reason: "not_base64", text: null, bytes: Buffer.from(signedData, "utf8"), value: undefined };
   let text: string;
   try {
     text = utf8.decode(bytes);
   } catch {
-    return { ok: false, reason: "invalid_signed_data", message: "signedData does not decode to UTF-8 text" };
+    return { parsed: false, reason: "not_utf8", text: null, bytes, value: undefined };
   }
   return parsePayload(text, bytes);
 }
 
-/** The payload in decoded signedData text: a JSON object with a string event. */
-export function parsePayload(
-  text: string,
-  bytes: Uint8Array,
-): Result<{ payload: SignedPayload }, "invalid_signed_data"> {
+/** The payload in decoded signedData text: a JSON object with a string event, or why not. */
+export function parsePayload(text: string, bytes: Uint8Array): SignedPayload {
   const parsed = parseJson(text);
-  if (!parsed.ok || !isObject(parsed.value)) {
-    return { ok: false, reason: "invalid_signed_data", message: "signedData does not decode to a JSON object" };
-  }
-  if (typeof parsed.value.event !== "string") {
-    return { ok: false, reason: "invalid_signed_data", message: "signed payload has no string event" };
-  }
-  return { ok: true, payload: { text, bytes, value: parsed.value as SignedPayload["value"] } };
+  if (!parsed.ok) return { parsed: false, reason: "not_json", text, bytes, value: undefined };
+  const value = parsed.value;
+  if (!isObject(value)) return { parsed: false, reason: "not_an_object", text, bytes, value };
+  if (typeof value.event !== "string") return { parsed: false, reason: "no_event", text, bytes, value };
+  return { parsed: true, text, bytes, value: value as Record<string, unknown> & { event: string } };
 }
 
 /**
@@ -123,19 +140,23 @@ export function jsonEqual(a: unknown, b: unknown): boolean {
 
 /**
  * True when an unsigned top-level copy disagrees with the signed payload: any envelope field
- * other than signedData that the payload lacks or holds a different value for.
+ * other than signedData that the payload lacks or holds a different value for (a payload that is
+ * not an object holds none).
  */
-export function envelopeMismatch(envelope: Envelope, payload: Record<string, unknown>): boolean {
+export function envelopeMismatch(envelope: Envelope, payload: SignedPayload): boolean {
+  const signed = isObject(payload.value) ? payload.value : {};
   for (const [key, value] of Object.entries(envelope)) {
     if (key === "signedData") continue;
-    if (!Object.hasOwn(payload, key) || !jsonEqual(value, payload[key])) return true;
+    if (!Object.hasOwn(signed, key) || !jsonEqual(value, signed[key])) return true;
   }
   return false;
 }
 
 /** The columns the log indexes, read from the signed payload (never from the envelope). */
 export interface EventFacts {
-  event: string;
+  /** Null for an unparsed payload. */
+  event: string | null;
+  unparsedReason: UnparsedReason | null;
   installationId: string | null;
   organizationId: string | null;
   appId: string | null;
@@ -151,13 +172,16 @@ function idOf(value: unknown): string | null {
   return null;
 }
 
-export function eventFacts(payload: SignedPayload["value"]): EventFacts {
-  const installation = isObject(payload.installation) ? payload.installation : {};
+/** An unparsed payload that is still an object (no string `event`) keeps its installation's keys. */
+export function eventFacts(payload: SignedPayload): EventFacts {
+  const object = isObject(payload.value) ? payload.value : {};
+  const installation = isObject(object.installation) ? object.installation : {};
   const organization = isObject(installation.organization) ? installation.organization : {};
-  const transaction = isObject(payload.transaction) ? payload.transaction : null;
+  const transaction = isObject(object.transaction) ? object.transaction : null;
   const amount = transaction?.amount;
   return {
-    event: payload.event,
+    event: payload.parsed ? payload.value.event : null,
+    unparsedReason: payload.parsed ? null : payload.reason,
     installationId: idOf(installation.id),
     organizationId: idOf(organization.id),
     appId: idOf(installation.appId),

@@ -1,7 +1,7 @@
 // The whole check of one delivery, in the order the answers are specified: the body is a JSON
-// object with a string signedData (400), the signature matches a configured secret (403), the
-// signed data decodes to a payload with a string event (400). Pure: bytes and strings in, a
-// verified delivery or a rejection out.
+// object with a string signedData (400), the signature matches a configured secret (403). What the
+// signature vouches for is never refused: signed data that is not a readable event is verified all
+// the same, as an unparsed payload. Pure: bytes and strings in, a verified delivery or a rejection out.
 import {
   canonicalBody,
   decodeSignedData,
@@ -16,16 +16,14 @@ import { verifyWithFallback, type LabelledSecret } from "./signature.ts";
 export interface VerifiedDelivery {
   /** The body as text, exactly as received. */
   rawBody: string;
-  /** The body is `canonicalBody(payload.text)`: the payload rebuilds it byte for byte. */
+  /** The body is `canonicalBody(payload.text)` of a parsed payload, which rebuilds it byte for byte. */
   canonical: boolean;
   payload: SignedPayload;
   secretLabel: string;
   envelopeMismatch: boolean;
 }
 
-export type DeliveryRejection = Rejection<
-  "invalid_body" | "missing_signed_data" | "missing_signature" | "invalid_signature" | "invalid_signed_data"
->;
+export type DeliveryRejection = Rejection<"invalid_body" | "missing_signed_data" | "missing_signature" | "invalid_signature">;
 
 const utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 const SIGNED_DATA_KEY = ',"signedData":"';
@@ -63,8 +61,8 @@ function verifyCanonical(
   }
   if (rawBody !== canonicalBody(text)) return null;
   const payload = parsePayload(text, bytes);
-  if (!payload.ok) return null;
-  return { rawBody, canonical: true, payload: payload.payload, secretLabel, envelopeMismatch: false };
+  if (!payload.parsed) return null;
+  return { rawBody, canonical: true, payload, secretLabel, envelopeMismatch: false };
 }
 
 export function verifyDelivery(
@@ -81,15 +79,14 @@ export function verifyDelivery(
   if (!signature) return { ok: false, reason: "missing_signature", message: "no signature header" };
   const secretLabel = verifyWithFallback(secrets, envelope.envelope.signedData, signature);
   if (secretLabel === null) return { ok: false, reason: "invalid_signature", message: "signature does not match" };
-  const decoded = decodeSignedData(envelope.envelope.signedData);
-  if (!decoded.ok) return decoded;
+  const payload = decodeSignedData(envelope.envelope.signedData);
   return {
     ok: true,
     rawBody: envelope.text,
     // A canonical body with a matching signature never gets here: the fast path took it.
     canonical: false,
-    payload: decoded.payload,
+    payload,
     secretLabel,
-    envelopeMismatch: envelopeMismatch(envelope.envelope, decoded.payload.value),
+    envelopeMismatch: envelopeMismatch(envelope.envelope, payload),
   };
 }

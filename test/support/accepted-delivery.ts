@@ -5,6 +5,7 @@ import type { AcceptedDelivery } from "../../src/log/append.ts";
 export function acceptedDelivery(payload: string, facts: Partial<AcceptedDelivery> = {}): AcceptedDelivery {
   return {
     event: "installed",
+    unparsedReason: null,
     installationId: null,
     organizationId: null,
     appId: null,
