@@ -1,11 +1,9 @@
 // The one place the HTTP concerns are composed. Tests build their own instance from a config and
-// an open database; main.ts builds the production one the same way.
+// an open event log; main.ts builds the production one the same way.
 import { Elysia } from "elysia";
 import pkg from "../package.json";
 import type { Config } from "./config.ts";
-import type { EventLogDatabase } from "./log/database.ts";
-import { GroupCommit } from "./log/group-commit.ts";
-import { EventQueries } from "./log/query.ts";
+import type { EventLog } from "./log/event-log.ts";
 import { errorHandling } from "./http/errors.ts";
 import { eventsApi } from "./http/events.ts";
 import { health } from "./http/health.ts";
@@ -13,12 +11,10 @@ import { metricsEndpoint, ReceiverMetrics } from "./http/metrics.ts";
 import { webhook, type DeliveryOutcome } from "./http/webhook.ts";
 import { silentLogger, type Logger } from "./logger.ts";
 
-// Resolved here, beside main.ts: in the compiled binary every module is bundled into one file at
-// the root of src/, and the writer is embedded as its own entry point at log/writer-worker.
-const WRITER_WORKER_URL = new URL("./log/writer-worker.ts", import.meta.url).href;
-
 export interface AppOptions {
   logger?: Logger;
+  /** Where the deliveries are counted; give the same instance the log reports its commits to. */
+  metrics?: ReceiverMetrics;
   /**
    * Seconds Bun gives a request body before it closes the connection: a trickle (under about
    * 16 KB/s) does not restart the timer, so a client that sends its body byte by byte is cut off.
@@ -28,14 +24,15 @@ export interface AppOptions {
   idleTimeoutSeconds?: number;
 }
 
-/** The receiver over an open log; it starts the log's writer thread, which `stopApp` ends. */
-export async function createApp(config: Config, database: EventLogDatabase, { logger = silentLogger, idleTimeoutSeconds = 10 }: AppOptions = {}) {
-  const metrics = new ReceiverMetrics(database.path, pkg.version);
-  const writer = await GroupCommit.start(
-    { workerUrl: WRITER_WORKER_URL, path: database.path, busyTimeoutMs: database.busyTimeoutMs },
-    ({ rows, seconds }) => metrics.commit(rows, seconds),
-  );
-  const queries = new EventQueries(database.db);
+/**
+ * The receiver over an open event log, and `close`: stop accepting, then answer every request in
+ * flight (each 202 after its commit). The log stays open: its owner closes it after `close`.
+ */
+export function createApp(
+  config: Config,
+  log: EventLog,
+  { logger = silentLogger, metrics = new ReceiverMetrics(pkg.version), idleTimeoutSeconds = 10 }: AppOptions = {},
+) {
   const pathOf = (request: Request) => new URL(request.url).pathname;
 
   // One log line and one count per delivery; never its body, never a secret (only its label).
@@ -57,7 +54,7 @@ export async function createApp(config: Config, database: EventLogDatabase, { lo
     }
   };
 
-  return new Elysia({
+  const app = new Elysia({
     name: "icr-receiver",
     serve: {
       // Bun's own 413 has no JSON body, so its cap is lifted: the webhook route refuses anything
@@ -76,33 +73,24 @@ export async function createApp(config: Config, database: EventLogDatabase, { lo
         onAnswer: (request, status, reason) => logger("warn", "request", { method: request.method, path: pathOf(request), status, reason }),
       }),
     )
-    .use(health({ sqlite: database.sqlite, busyTimeoutMs: database.busyTimeoutMs, commitsFailing: () => writer.failing }))
-    .decorate("logWriter", writer)
+    .use(health({ writable: () => log.writable() }))
     .use(
       webhook({
         path: config.webhookPath,
         secrets: config.secrets,
         bodyLimit: config.bodyLimit,
         rejectionLimit: config.rejectionLimit,
-        redact: [config.queryToken],
-        writer,
+        log,
         onOutcome,
       }),
     )
     .use(
       eventsApi({
-        queries,
+        events: log,
         queryToken: config.queryToken,
         onServed: (request) => logger("info", "request", { method: request.method, path: pathOf(request), status: 200 }),
       }),
     )
-    .use(metricsEndpoint({ metrics, queryToken: config.queryToken }));
-}
-
-export type App = Awaited<ReturnType<typeof createApp>>;
-
-/** Stops accepting, answers every request in flight (each 202 after its commit), ends the writer. */
-export async function stopApp(app: App): Promise<void> {
-  await app.stop();
-  await app.decorator.logWriter.close();
+    .use(metricsEndpoint({ metrics, databaseBytes: () => log.sizeBytes(), queryToken: config.queryToken }));
+  return { app, close: () => app.stop() };
 }

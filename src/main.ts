@@ -1,10 +1,11 @@
 // The executable: `icr-receiver [serve] [options]`. Exports nothing (a compiled entry must not).
 import { mkdirSync, readFileSync } from "node:fs";
 import pkg from "../package.json";
-import { createApp, stopApp } from "./app.ts";
+import { createApp } from "./app.ts";
 import { commands, COMMANDS_HELP } from "./cli/index.ts";
 import { ConfigError, loadConfig, OPTIONS_HELP } from "./config.ts";
-import { closeEventLog, openEventLog } from "./log/database.ts";
+import { ReceiverMetrics } from "./http/metrics.ts";
+import { openEventLog, type EventLog } from "./log/event-log.ts";
 import { jsonLogger } from "./logger.ts";
 import { notifyReady, notifyStopping, startWatchdog } from "./service/systemd.ts";
 
@@ -46,18 +47,18 @@ async function serve(argv: string[]): Promise<void> {
     logger("warn", "port sharing is on but net.ipv4.tcp_migrate_req is not 1: connections queued on a receiver that stops are reset instead of handed over");
   }
 
-  let database;
+  const metrics = new ReceiverMetrics(pkg.version);
+  let log: EventLog;
   try {
-    database = openEventLog(config.databasePath);
+    log = await openEventLog(config.databasePath, { redact: [config.queryToken], onCommit: (stats) => metrics.commit(stats) });
   } catch (error) {
     fail(`cannot open the event log ${config.databasePath}: ${(error as Error).message}`);
   }
-  const app = await createApp(config, database, { logger });
+  const { app, close } = createApp(config, log, { logger, metrics });
   try {
     app.listen({ hostname: config.host, port: config.port });
   } catch (error) {
-    await app.decorator.logWriter.close();
-    closeEventLog(database);
+    await log.close();
     fail(`cannot listen on ${config.host}:${config.port}: ${(error as Error).message}`);
   }
   const port = app.server!.port;
@@ -71,8 +72,8 @@ async function serve(argv: string[]): Promise<void> {
     notifyStopping(undefined, notifyOptions);
     logger("info", "stopping", { signal });
     // Stops accepting, then waits for every request in flight: each 202 is committed before it is sent.
-    await stopApp(app);
-    closeEventLog(database);
+    await close();
+    await log.close();
     logger("info", "stopped", { signal });
     logger.flush();
     process.exit(0);

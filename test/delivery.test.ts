@@ -3,7 +3,6 @@ import {
   decodeBase64,
   decodeSignedData,
   envelopeMismatch,
-  eventFacts,
   jsonEqual,
   parseEnvelope,
 } from "../src/verify/delivery.ts";
@@ -140,54 +139,5 @@ describe("jsonEqual and envelopeMismatch", () => {
     const notAnObject = decodeSignedData(Buffer.from("[1]").toString("base64"));
     expect(envelopeMismatch({ signedData: "…" }, notAnObject)).toBe(false);
     expect(envelopeMismatch({ signedData: "…", event: "installed" }, notAnObject)).toBe(true);
-  });
-});
-
-describe("eventFacts", () => {
-  test("reads ids and the transaction from the signed payload", () => {
-    expect(
-      eventFacts(
-        payloadOf({
-          event: "warehouseTransaction",
-          installation: { id: "123", appId: "1", organization: { id: "org1" } },
-          transaction: { id: "tx", status: "processed", type: "retire", amount: 2.5 },
-        }),
-      ),
-    ).toEqual({
-      event: "warehouseTransaction",
-      unparsedReason: null,
-      installationId: "123",
-      organizationId: "org1",
-      appId: "1",
-      transactionId: "tx",
-      transactionStatus: "processed",
-      transactionType: "retire",
-      transactionAmount: 2.5,
-    });
-  });
-
-  test("missing or oddly typed fields become null", () => {
-    expect(eventFacts(payloadOf({ event: "x", installation: "nope", transaction: { amount: "3" } }))).toEqual({
-      event: "x",
-      unparsedReason: null,
-      installationId: null,
-      organizationId: null,
-      appId: null,
-      transactionId: null,
-      transactionStatus: null,
-      transactionType: null,
-      transactionAmount: null,
-    });
-    expect(eventFacts(payloadOf({ event: "x", installation: { id: 42 } })).installationId).toBe("42");
-  });
-
-  test("an unparsed payload: no event, its reason, and the keys of an object without event", () => {
-    expect(eventFacts(payloadOf({ installation: { id: "9", organization: { id: "o" } } }))).toMatchObject({
-      event: null,
-      unparsedReason: "no_event",
-      installationId: "9",
-      organizationId: "o",
-    });
-    expect(eventFacts(decodeSignedData("%%%"))).toMatchObject({ event: null, unparsedReason: "not_base64", installationId: null });
   });
 });

@@ -4,7 +4,7 @@
 import { describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import { batchAppender } from "../src/log/append.ts";
-import { closeEventLog, openEventLog } from "../src/log/database.ts";
+import { closeDatabase, openDatabase } from "../src/log/database.ts";
 import { DigestIndex } from "../src/log/digest-index.ts";
 import { acceptedDelivery } from "./support/accepted-delivery.ts";
 import { tempDir } from "./support/server.ts";
@@ -61,8 +61,8 @@ const delivery = (payload: string, remoteAddress = "127.0.0.1") => acceptedDeliv
 describe("the appender's duplicate detection", () => {
   test("sees the rows another writer appended, and the log's rows after a restart", () => {
     const path = join(tempDir(), "two-writers.db");
-    const first = openEventLog(path);
-    const second = openEventLog(path);
+    const first = openDatabase(path);
+    const second = openDatabase(path);
     const appendFirst = batchAppender(first);
     const appendSecond = batchAppender(second);
     appendSecond.warm(); // as the writer thread does on start-up: the index is built from an empty log
@@ -77,20 +77,20 @@ describe("the appender's duplicate detection", () => {
       { id: 3, duplicate: true },
     ]);
     expect(appendFirst([delivery('{"n":3}')])).toEqual([{ id: 3, duplicate: true }]);
-    closeEventLog(second);
-    closeEventLog(first);
+    closeDatabase(second);
+    closeDatabase(first);
 
-    const reopened = openEventLog(path);
+    const reopened = openDatabase(path);
     expect(batchAppender(reopened)([delivery('{"n":1}'), delivery('{"n":4}')])).toEqual([
       { id: 1, duplicate: true },
       { id: 4, duplicate: false },
     ]);
-    closeEventLog(reopened);
+    closeDatabase(reopened);
   });
 
   test("forgets the digests of a batch that rolled back, and sees what another writer stored since", () => {
     const path = join(tempDir(), "rollback.db");
-    const log = openEventLog(path);
+    const log = openDatabase(path);
     // A stand-in for a failure halfway through a batch (a full disk, say).
     log.sqlite.run(
       "CREATE TRIGGER fail_on_request BEFORE INSERT ON deliveries WHEN NEW.remote_address = 'fail' BEGIN SELECT RAISE(ABORT, 'injected'); END",
@@ -99,13 +99,13 @@ describe("the appender's duplicate detection", () => {
     expect(append([delivery('{"n":1}')])).toEqual([{ id: 1, duplicate: false }]);
     expect(() => append([delivery('{"n":2}'), delivery('{"n":3}', "fail")])).toThrow("injected");
     // Another receiver then stores rows under the very ids the failed batch had used.
-    const other = openEventLog(path);
+    const other = openDatabase(path);
     expect(batchAppender(other)([delivery('{"n":5}'), delivery('{"n":6}'), delivery('{"n":7}')])).toEqual([
       { id: 2, duplicate: false },
       { id: 3, duplicate: false },
       { id: 4, duplicate: false },
     ]);
-    closeEventLog(other);
+    closeDatabase(other);
     // {"n":2} was never stored: a new event now. The other receiver's rows and {"n":1} are repeats.
     expect(append([delivery('{"n":2}'), delivery('{"n":5}'), delivery('{"n":6}'), delivery('{"n":1}')])).toEqual([
       { id: 5, duplicate: false },
@@ -113,6 +113,6 @@ describe("the appender's duplicate detection", () => {
       { id: 3, duplicate: true },
       { id: 1, duplicate: true },
     ]);
-    closeEventLog(log);
+    closeDatabase(log);
   });
 });

@@ -3,15 +3,14 @@
 import { describe, expect, test } from "bun:test";
 import { Database } from "bun:sqlite";
 import { join } from "node:path";
-import { createApp, stopApp } from "../src/app.ts";
-import { runChecks } from "../src/cli/check.ts";
+import { runChecks } from "../src/log/check.ts";
 import { batchAppender, type AcceptedDelivery } from "../src/log/append.ts";
-import { closeEventLog, openEventLog, type EventLogDatabase } from "../src/log/database.ts";
+import { closeDatabase, openDatabase, openDatabaseReadOnly, type EventLogDatabase } from "../src/log/database.ts";
 import { eventKeysCopier, KEYS_DELAY_MS, KEYS_EAGER, KEYS_PER_STEP, KeysFollower } from "../src/log/event-keys.ts";
 import { bundledMigrations, migrate } from "../src/log/migrations.ts";
 import { EventQueries, type EventFilter } from "../src/log/query.ts";
 import { acceptedDelivery } from "./support/accepted-delivery.ts";
-import { signedDelivery, startServer, tempDir, testConfig } from "./support/server.ts";
+import { signedDelivery, startApp, startServer, tempDir, testConfig } from "./support/server.ts";
 import { sqlite3 } from "./support/sqlite-shell.ts";
 
 const EVENTS = ["installed", "warehouseTransaction", "suspended"];
@@ -27,7 +26,7 @@ function delivery(n: number): AcceptedDelivery {
 }
 
 function logWith(count: number): EventLogDatabase {
-  const log = openEventLog(join(tempDir(), "log.db"));
+  const log = openDatabase(join(tempDir(), "log.db"));
   const append = batchAppender(log);
   for (let n = 0; n < count; n += 500) append(Array.from({ length: Math.min(500, count - n) }, (_, i) => delivery(n + i)));
   return log;
@@ -80,7 +79,7 @@ describe("filtered queries across the last copied row", () => {
         expect(allPages(queries, { ...filter, order: "desc" }, limit)).toEqual([...expected].reverse());
       }
     }
-    closeEventLog(log);
+    closeDatabase(log);
   });
 
   test("every combination of key filters reads event_keys through an index, with no sort", () => {
@@ -108,14 +107,14 @@ describe("filtered queries across the last copied row", () => {
     }
     // An organization and an event together use the index made for the pair.
     expect(plans[6]).toContain("INDEX event_keys_organization_event (organization_id=? AND event=? AND rowid");
-    closeEventLog(log);
+    closeDatabase(log);
   });
 });
 
 describe("copying keys", () => {
   test("in id order, at most one step's worth at a time, never a row twice from two connections", () => {
     const log = logWith(KEYS_PER_STEP + 700);
-    const other = openEventLog(log.path);
+    const other = openDatabase(log.path);
     const copy = eventKeysCopier(log);
     const copyElsewhere = eventKeysCopier(other);
     expect(copy()).toBe(KEYS_PER_STEP);
@@ -124,8 +123,8 @@ describe("copying keys", () => {
     expect(copy()).toBe(0);
     expect(keyRows(log)).toEqual({ n: KEYS_PER_STEP + 700, last: KEYS_PER_STEP + 700 });
     expect(eventKeysCheck(log)).toMatchObject({ ok: true, data: { copied: KEYS_PER_STEP + 700, behind: 0, wrong: 0, missing: 0 } });
-    closeEventLog(other);
-    closeEventLog(log);
+    closeDatabase(other);
+    closeDatabase(log);
   });
 });
 
@@ -214,17 +213,16 @@ describe("the receiver keeps event_keys up", () => {
 
   test("a receiver stopping before the delay is up copies what is left on the way out", async () => {
     const config = testConfig(tempDir());
-    const database = openEventLog(config.databasePath);
-    const app = await createApp(config, database);
-    app.listen({ hostname: "127.0.0.1", port: 0 });
+    const receiver = await startApp(config);
     for (let n = 0; n < 4; n++) {
       const { body, headers } = signedDelivery({ event: "suspended" });
-      const response = await fetch(`http://127.0.0.1:${app.server!.port}${config.webhookPath}`, { method: "POST", headers, body });
+      const response = await fetch(`http://127.0.0.1:${receiver.port}${config.webhookPath}`, { method: "POST", headers, body });
       expect(response.status).toBe(202);
     }
-    await stopApp(app);
+    await receiver.close();
+    const database = openDatabaseReadOnly(config.databasePath);
     expect(keyRows(database)).toEqual({ n: 4, last: 4 });
-    closeEventLog(database);
+    database.sqlite.close();
   });
 });
 
@@ -247,7 +245,7 @@ describe("check: event-keys", () => {
     sqlite3(log.path, "DELETE FROM event_keys;");
     while (eventKeysCopier(log)() > 0);
     expect(eventKeysCheck(log)).toMatchObject({ ok: true, data: { copied: 30, behind: 0 } });
-    closeEventLog(log);
+    closeDatabase(log);
   });
 });
 
@@ -266,11 +264,11 @@ describe("upgrading a log written before 0003", () => {
     }
     old.close();
 
-    const log = openEventLog(path); // applies 0003 (and every later one)
+    const log = openDatabase(path); // applies 0003 (and every later one)
     expect(keyRows(log)).toEqual({ n: 40, last: 40 });
     expect(eventKeysCheck(log)).toMatchObject({ ok: true, data: { copied: 40, behind: 0, wrong: 0, missing: 0 } });
     const indexes = log.sqlite.query<{ name: string }, []>("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events' AND sql IS NOT NULL ORDER BY name").all();
     expect(indexes.map((i) => i.name)).toEqual(["events_id_payload_sha256", "events_received_at", "events_unparsed"]);
-    closeEventLog(log);
+    closeDatabase(log);
   });
 });

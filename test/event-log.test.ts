@@ -5,16 +5,23 @@ import { Database } from "bun:sqlite";
 import { readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 import journal from "../drizzle/meta/_journal.json";
-import { chainHash, CHAINED_COLUMNS, GENESIS, verifyChain } from "../src/log/chain.ts";
-import { closeEventLog, openEventLog } from "../src/log/database.ts";
+import { chainHash, GENESIS, verifyChain } from "../src/log/chain.ts";
+import { CHAIN_LAYOUT, TABLE_COLUMNS } from "../src/log/columns.ts";
+import { closeDatabase, openDatabase } from "../src/log/database.ts";
 import { bundledMigrations, migrate, migrationSql } from "../src/log/migrations.ts";
-import { runChecks } from "../src/cli/check.ts";
+import { runChecks } from "../src/log/check.ts";
 import { batchAppender } from "../src/log/append.ts";
 import { sign } from "../src/verify/signature.ts";
 import { acceptedDelivery } from "./support/accepted-delivery.ts";
 import { FIXTURE_SECRET } from "./support/fixtures.ts";
 import { signedDelivery, startServer, tempDir, type TestServer } from "./support/server.ts";
 import { sqlite3 } from "./support/sqlite-shell.ts";
+
+/** The columns 0.1.0 chained, in order: every row written since depends on them staying so. */
+const CHAINED_COLUMNS = {
+  events: ["id", "received_at", "event", "installation_id", "organization_id", "app_id", "transaction_id", "transaction_status", "transaction_type", "transaction_amount", "payload", "payload_sha256", "secret_label", "envelope_mismatch"],
+  deliveries: ["id", "event_id", "received_at", "remote_address", "headers", "raw_body", "secret_label", "envelope_mismatch", "duplicate"],
+};
 
 let server: TestServer | undefined;
 afterEach(async () => {
@@ -64,7 +71,7 @@ describe("upgrading a log written before 0002", () => {
     ] as never);
     old.close();
 
-    const log = openEventLog(path); // applies 0002
+    const log = openDatabase(path); // applies 0002
     expect(log.sqlite.query<{ raw_body: string }, []>("SELECT raw_body FROM deliveries").get()!.raw_body).toBe(row.body);
     expect(verifyChain(log.sqlite, "events")).toEqual({ ok: true, table: "events", rows: 1 });
     expect(verifyChain(log.sqlite, "deliveries")).toEqual({ ok: true, table: "deliveries", rows: 1 });
@@ -73,7 +80,21 @@ describe("upgrading a log written before 0002", () => {
     const indexes = log.sqlite.query<{ name: string }, []>("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events' AND sql IS NOT NULL ORDER BY name").all();
     expect(indexes.map((i) => i.name)).not.toContain("events_payload_sha256");
     expect(indexes.map((i) => i.name)).toContain("events_id_payload_sha256");
-    closeEventLog(log);
+    closeDatabase(log);
+  });
+});
+
+describe("what the hash chain covers", () => {
+  test("every column of a chained table is chained: the first release's in their order, later ones by name when set", () => {
+    for (const table of ["events", "deliveries"] as const) {
+      const { chained, chainedWhenSet } = CHAIN_LAYOUT[table];
+      // A column inserted among these would change the hash of every row already written.
+      expect(chained.map((c) => c.name)).toEqual(CHAINED_COLUMNS[table]);
+      // Nothing falls outside the tamper evidence but the chain hash itself.
+      const covered = [...chained, ...chainedWhenSet].map((c) => c.name);
+      expect(TABLE_COLUMNS[table].map((c) => c.name).filter((name) => !covered.includes(name))).toEqual(["chain_hash"]);
+    }
+    expect(CHAIN_LAYOUT.events.chainedWhenSet.map((c) => c.name)).toEqual(["unparsed_reason"]);
   });
 });
 
@@ -99,7 +120,7 @@ describe("upgrading a log written before 0004 (unparsed events)", () => {
     }
     old.close();
 
-    const log = openEventLog(path); // applies 0004
+    const log = openDatabase(path); // applies 0004
     expect(log.sqlite.query<{ n: number }, []>("SELECT count(*) AS n FROM events WHERE unparsed_reason IS NULL").get()!.n).toBe(3);
     expect(() => log.sqlite.run("DELETE FROM events")).toThrow("events is append-only");
     expect(() => log.sqlite.run("UPDATE events SET event = NULL")).toThrow("events is append-only");
@@ -113,12 +134,12 @@ describe("upgrading a log written before 0004 (unparsed events)", () => {
     const report = runChecks(path, log);
     expect(report.checks.filter((c) => !c.ok)).toEqual([]);
     expect(report.checks.find((c) => c.name === "counts")!.data).toMatchObject({ events: 5, unparsed: 1 });
-    closeEventLog(log);
+    closeDatabase(log);
   });
 
   test("the unparsed reason is under the chain: changing it breaks the chain at that row", () => {
     const path = join(tempDir(), "log.db");
-    const log = openEventLog(path);
+    const log = openDatabase(path);
     batchAppender(log)([
       acceptedDelivery("[1]", { event: null, unparsedReason: "not_an_object", rawBody: "{}" }),
       acceptedDelivery("[2]", { event: null, unparsedReason: "not_an_object", rawBody: "{}" }),
@@ -129,16 +150,16 @@ describe("upgrading a log written before 0004 (unparsed events)", () => {
     expect(verifyChain(log.sqlite, "events")).toEqual({ ok: false, table: "events", rows: 2, firstBadId: 2 });
     log.sqlite.run("UPDATE events SET unparsed_reason = NULL, event = 'installed' WHERE id = 1");
     expect(verifyChain(log.sqlite, "events")).toMatchObject({ ok: false, firstBadId: 1 });
-    closeEventLog(log);
+    closeDatabase(log);
   });
 });
 
 describe("durability settings", () => {
   test("WAL journal and synchronous=FULL on the connection that writes", () => {
-    const log = openEventLog(join(tempDir(), "log.db"));
+    const log = openDatabase(join(tempDir(), "log.db"));
     expect(log.sqlite.query<{ journal_mode: string }, []>("PRAGMA journal_mode").get()!.journal_mode).toBe("wal");
     expect(log.sqlite.query<{ synchronous: number }, []>("PRAGMA synchronous").get()!.synchronous).toBe(2);
-    closeEventLog(log);
+    closeDatabase(log);
   });
 });
 

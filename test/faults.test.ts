@@ -5,7 +5,7 @@ import { afterEach, describe, expect, test } from "bun:test";
 import type { Database } from "bun:sqlite";
 import { chmodSync, chownSync, closeSync, existsSync, mkdirSync, openSync, rmSync, unlinkSync, writeFileSync, writeSync } from "node:fs";
 import { join } from "node:path";
-import { closeEventLog, openEventLog } from "../src/log/database.ts";
+import { closeDatabase, openDatabase } from "../src/log/database.ts";
 import { FIXTURE_SECRET } from "./support/fixtures.ts";
 import { REPO } from "./support/process.ts";
 import { signedDelivery, startServer, tempDir, type TestServer } from "./support/server.ts";
@@ -128,12 +128,12 @@ describe("disk full", () => {
       const stop = await Promise.race([server.stop().then(() => "stopped"), Bun.sleep(20_000).then(() => "still stopping after 20 s")]);
       expect(stop).toBe("stopped");
       unlinkSync(fillerPath);
-      const reopened = openEventLog(databasePath);
+      const reopened = openDatabase(databasePath);
       try {
         expect(integrity(reopened.sqlite)).toBe("ok");
         expectLogMatchesAnswers(reopened.sqlite, sent);
       } finally {
-        closeEventLog(reopened);
+        closeDatabase(reopened);
       }
     },
     60_000,
@@ -235,7 +235,7 @@ describe("a log that cannot be written: the receiver refuses to start with one c
   }
 
   function validLog(path: string) {
-    closeEventLog(openEventLog(path));
+    closeDatabase(openDatabase(path));
   }
 
   test("the file is not a database (random bytes, text)", () => {

@@ -4,7 +4,8 @@
 // volumes; a real listening server gets fewer, end-to-end runs of the same generators.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import fc from "fast-check";
-import { canonicalBody, eventFacts, parseEnvelope } from "../src/verify/delivery.ts";
+import { eventFacts } from "../src/log/row.ts";
+import { canonicalBody, parseEnvelope } from "../src/verify/delivery.ts";
 import { sign } from "../src/verify/signature.ts";
 import { verifyDelivery } from "../src/verify/verify-delivery.ts";
 import { FIXTURE_SECRET } from "./support/fixtures.ts";

@@ -5,13 +5,11 @@ import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test
 import { Database } from "bun:sqlite";
 import { readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import { createApp, stopApp } from "../src/app.ts";
-import { closeEventLog, openEventLog } from "../src/log/database.ts";
 import type { Logger } from "../src/logger.ts";
 import { FIXTURE_SECRET } from "./support/fixtures.ts";
 import { REPO, spawnReceiver, type ReceiverProcess } from "./support/process.ts";
 import { rawRequest, requestHead, type RawResponse } from "./support/raw-http.ts";
-import { signedDelivery, startServer, tempDir, testConfig, type TestServer } from "./support/server.ts";
+import { signedDelivery, startApp, startServer, tempDir, testConfig, type TestServer } from "./support/server.ts";
 
 const MiB = 1024 * 1024;
 
@@ -132,12 +130,10 @@ describe("slow clients", () => {
     async () => {
       const dataDir = tempDir("icr-slow-");
       const config = testConfig(dataDir);
-      const database = openEventLog(config.databasePath);
       const logs: { level: string; msg: string; reason?: unknown }[] = [];
       const logger: Logger = Object.assign((level: string, msg: string, fields: Record<string, unknown> = {}) => void logs.push({ level, msg, ...fields }), { flush() {} });
-      const app = await createApp(config, database, { logger, idleTimeoutSeconds: 2 });
-      app.listen({ hostname: "127.0.0.1", port: 0 });
-      const port = app.server!.port!;
+      const receiver = await startApp(config, {}, { logger, idleTimeoutSeconds: 2 });
+      const port = receiver.port;
       try {
         const slow = signedDelivery();
         const length = String(Buffer.byteLength(slow.body));
@@ -190,11 +186,10 @@ describe("slow clients", () => {
         // The cut-off bodies are refusals, not errors: a warning each, nothing stored.
         expect(logs.filter((l) => l.level === "error")).toEqual([]);
         expect(logs.filter((l) => l.reason === "incomplete_body").length).toBe(bodies.length + silent.length);
-        const count = database.sqlite.query<{ n: number }, []>("SELECT count(*) AS n FROM deliveries").get()!.n;
+        const count = receiver.log.list({ order: "desc", limit: 1000 }).events.reduce((n, e) => n + e.deliveryCount, 0);
         expect(count).toBe(statuses.length);
       } finally {
-        await stopApp(app);
-        closeEventLog(database);
+        await receiver.close();
         rmSync(dataDir, { recursive: true, force: true });
       }
     },

@@ -3,7 +3,7 @@
 import { afterEach, describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import { batchAppender, REJECTIONS_KEPT } from "../src/log/append.ts";
-import { closeEventLog, openEventLog } from "../src/log/database.ts";
+import { closeDatabase, openDatabase } from "../src/log/database.ts";
 import { RejectionLimiter } from "../src/http/rejection-limit.ts";
 import { sign } from "../src/verify/signature.ts";
 import { signedDelivery, startServer, tempDir, type TestServer } from "./support/server.ts";
@@ -44,7 +44,7 @@ describe("the rejections table", () => {
   });
 
   test("is a ring: never more than its capacity, the newest kept", () => {
-    const log = openEventLog(join(tempDir(), "ring.db"));
+    const log = openDatabase(join(tempDir(), "ring.db"));
     const append = batchAppender(log);
     const refusal = (i: number) => ({ receivedAt: `t${i}`, remoteAddress: "a", status: 403, reason: "invalid_signature", bodySize: i, bodySha256: null });
     for (let start = 0; start < REJECTIONS_KEPT + 500; start += 1000) {
@@ -56,7 +56,7 @@ describe("the rejections table", () => {
     expect(n).toBe(REJECTIONS_KEPT);
     expect(high).toBe(REJECTIONS_KEPT + 999);
     expect(low).toBe(high - REJECTIONS_KEPT + 1);
-    closeEventLog(log);
+    closeDatabase(log);
   });
 });
 

@@ -1,6 +1,5 @@
 // `icr-receiver backup FILE`: a consistent snapshot of the live log with VACUUM INTO, which reads
 // one transaction's view (the server keeps writing meanwhile) into a fresh, compact database file.
-import { Database } from "bun:sqlite";
 import { rmSync, statSync } from "node:fs";
 import { resolve } from "node:path";
 import {
@@ -46,19 +45,6 @@ export function formatBackupSummary(stats: BackupStats): string {
   return `backup: ${stats.file}, ${formatBytes(stats.bytes)}, ${plural(stats.events, "event")}, ${plural(stats.deliveries, "delivery", "deliveries")} in ${formatSeconds(stats.seconds)}`;
 }
 
-/** Opens the snapshot on its own and checks it is a sound copy; returns its row counts. */
-function inspectSnapshot(path: string): { events: number; deliveries: number } {
-  const snapshot = new Database(path, { readonly: true, strict: true });
-  try {
-    const check = snapshot.query<{ quick_check: string }, []>("PRAGMA quick_check").all();
-    if (check.length !== 1 || check[0]!.quick_check !== "ok") throw new CliError("the snapshot failed PRAGMA quick_check");
-    const count = (table: string) => snapshot.query<{ n: number }, []>(`SELECT count(*) AS n FROM "${table}"`).get()!.n;
-    return { events: count("events"), deliveries: count("deliveries") };
-  } finally {
-    snapshot.close();
-  }
-}
-
 export const backupCommand = command("backup", "consistent online snapshot of the database to FILE", HELP, async (argv, env) => {
   const { values, positionals } = parse(argv, OPTIONS, true);
   if (positionals.length !== 1) throw new UsageError("expected exactly one FILE (see --help)");
@@ -72,10 +58,7 @@ export const backupCommand = command("backup", "consistent online snapshot of th
   const log = openReadOnly(source);
   const temporary = temporaryPath(destination);
   try {
-    rmSync(temporary, { force: true }); // VACUUM INTO refuses a non-empty file
-    log.sqlite.query("VACUUM INTO ?").run(temporary);
-    log.sqlite.close();
-    const counts = inspectSnapshot(temporary);
+    const counts = log.copyTo(temporary);
     publish(temporary, destination, force);
     const seconds = (performance.now() - started) / 1000;
     const summary = formatBackupSummary({ file: destination, bytes: statSync(destination).size, ...counts, seconds });
@@ -83,6 +66,6 @@ export const backupCommand = command("backup", "consistent online snapshot of th
     return EXIT.ok;
   } finally {
     rmSync(temporary, { force: true });
-    log.sqlite.close();
+    log.close();
   }
 });

@@ -4,7 +4,7 @@ import { closeSync, existsSync, fsyncSync, linkSync, openSync, renameSync, rmSyn
 import { basename, dirname, join } from "node:path";
 import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
 import { ConfigError, DEFAULTS, loadConfig, resolvePaths } from "../config.ts";
-import { openEventLogReadOnly, type EventLogDatabase } from "../log/database.ts";
+import { openEventLogReader, type EventLogReader } from "../log/event-log.ts";
 import type { LabelledSecret } from "../verify/signature.ts";
 
 export type Env = Record<string, string | undefined>;
@@ -121,10 +121,10 @@ export function databasePath(values: { db?: string; "data-dir"?: string }, env: 
 }
 
 /** Opens an existing log read-only (never creates one, never migrates, never blocks the server). */
-export function openReadOnly(path: string): EventLogDatabase {
+export function openReadOnly(path: string): EventLogReader {
   if (!existsSync(path)) throw new CliError(`no event log at ${path} (check --db / --data-dir)`);
   try {
-    return openEventLogReadOnly(path);
+    return openEventLogReader(path);
   } catch (error) {
     throw new CliError(`cannot open the event log ${path}: ${(error as Error).message}`);
   }

@@ -1,5 +1,5 @@
 // `icr-receiver events`: one page of the log, filtered as GET /events, read straight from the file.
-import { EventQueries, type EventFilter } from "../log/query.ts";
+import type { EventFilter } from "../log/event-log.ts";
 import {
   command,
   DATABASE_HELP,
@@ -60,12 +60,12 @@ export const eventsCommand = command("events", "list events (read-only, filters 
   const filter = eventsFilter(values);
   const log = openReadOnly(databasePath(values, env));
   try {
-    const page = new EventQueries(log.db).list(filter);
+    const page = log.list(filter);
     const out = new Output(process.stdout);
     await out.write(values.ndjson ? formatNdjson(page.events) : formatTable(page.events));
     if (page.next !== null) stderrLine(`more: --after ${page.next}`);
     return EXIT.ok;
   } finally {
-    log.sqlite.close();
+    log.close();
   }
 });

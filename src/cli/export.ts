@@ -2,7 +2,7 @@
 // one consistent snapshot of the log, to stdout or a file that appears only once it is complete.
 import { closeSync, createWriteStream, openSync, rmSync } from "node:fs";
 import { resolve } from "node:path";
-import { EventQueries, type DeliveryView, type EventView } from "../log/query.ts";
+import type { DeliveryView, EventView } from "../log/event-log.ts";
 import {
   checkDestination,
   CliError,
@@ -84,14 +84,13 @@ export const exportCommand = command("export", "NDJSON of events (and deliveries
     const started = performance.now();
     let lastProgress = started;
     const stats: ExportStats = { events: 0, deliveries: values.deliveries ? 0 : null, bytes: 0, seconds: 0 };
-    const queries = new EventQueries(log.db);
-    log.sqlite.run("BEGIN"); // one snapshot for the whole export: pages cannot disagree
-    try {
+    // One snapshot for the whole export: pages cannot disagree.
+    await log.snapshot(async () => {
       for (let after: number | undefined; ; ) {
-        const page = queries.list({ ...filter, order: "asc", limit: pageSize, after });
+        const page = log.list({ ...filter, order: "asc", limit: pageSize, after });
         let records: (EventView & { deliveries?: DeliveryView[] })[] = page.events;
         if (values.deliveries && page.events.length > 0) {
-          const byEvent = queries.deliveriesOf(page.events.map((e) => e.id));
+          const byEvent = log.deliveriesOf(page.events.map((e) => e.id));
           records = page.events.map((event) => ({ ...event, deliveries: byEvent.get(event.id) ?? [] }));
           stats.deliveries! += records.reduce((sum, r) => sum + r.deliveries!.length, 0);
         }
@@ -106,9 +105,7 @@ export const exportCommand = command("export", "NDJSON of events (and deliveries
         if (page.next === null) break;
         after = Number(page.next);
       }
-    } finally {
-      log.sqlite.run("COMMIT");
-    }
+    });
     if (fd !== null && temporary !== null && destination !== null) {
       await out.end();
       closeSync(fd);
@@ -122,6 +119,6 @@ export const exportCommand = command("export", "NDJSON of events (and deliveries
   } finally {
     if (fd !== null) closeSync(fd);
     if (temporary !== null) rmSync(temporary, { force: true });
-    log.sqlite.close();
+    log.close();
   }
 });

@@ -1,8 +1,6 @@
 // `icr-receiver migrate`: apply pending migrations, as `serve` does at start, and say what ran.
-import { Database } from "bun:sqlite";
-import { configureForWriting } from "../log/database.ts";
-import { bundledMigrations, migrate } from "../log/migrations.ts";
-import { CliError, command, DATABASE_HELP, DATABASE_OPTIONS, databasePath, EXIT, HELP_OPTION, parse } from "./common.ts";
+import { migrateEventLog } from "../log/event-log.ts";
+import { command, DATABASE_HELP, DATABASE_OPTIONS, databasePath, EXIT, HELP_OPTION, parse } from "./common.ts";
 
 const OPTIONS = { ...HELP_OPTION, ...DATABASE_OPTIONS } as const;
 
@@ -14,7 +12,7 @@ the server's write lock like any writer. No secret is needed.
 
 ${DATABASE_HELP}`;
 
-export function describeMigration(path: string, applied: readonly string[], total: number): string {
+function describeMigration(path: string, applied: readonly string[], total: number): string {
   return applied.length === 0
     ? `${path}: up to date (${total} migrations bundled)\n`
     : applied.map((tag) => `applied ${tag}\n`).join("") + `${path}: ${applied.length} of ${total} migrations applied now\n`;
@@ -23,21 +21,7 @@ export function describeMigration(path: string, applied: readonly string[], tota
 export const migrateCommand = command("migrate", "apply pending database migrations", HELP, async (argv, env) => {
   const { values } = parse(argv, OPTIONS);
   const path = databasePath(values, env);
-  let sqlite: Database;
-  try {
-    sqlite = new Database(path, { create: true, strict: true });
-  } catch (error) {
-    throw new CliError(`cannot open the event log ${path}: ${(error as Error).message}`);
-  }
-  try {
-    // The settings serve uses, so a database created here is a normal one.
-    configureForWriting(sqlite);
-    const applied = migrate(sqlite);
-    process.stdout.write(describeMigration(path, applied, bundledMigrations().length));
-    return EXIT.ok;
-  } catch (error) {
-    throw new CliError(`migrating ${path} failed: ${(error as Error).message}`);
-  } finally {
-    sqlite.close();
-  }
+  const { applied, bundled } = migrateEventLog(path);
+  process.stdout.write(describeMigration(path, applied, bundled));
+  return EXIT.ok;
 });

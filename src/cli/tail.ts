@@ -1,6 +1,5 @@
 // `icr-receiver tail [-f]`: the latest events, then (with -f) each new one as it is committed.
-import type { EventLogDatabase } from "../log/database.ts";
-import { EventQueries, type EventFilter, type EventView } from "../log/query.ts";
+import type { EventFilter, EventReader, EventView } from "../log/event-log.ts";
 import {
   command,
   DATABASE_HELP,
@@ -54,9 +53,9 @@ function pause(ms: number, stopped: Promise<void>): Promise<void> {
 }
 
 /** Every event after `afterId` that matches, oldest first, a batch at a time. */
-function* newEvents(queries: EventQueries, filter: Omit<EventFilter, "order" | "limit" | "after">, afterId: number) {
+function* newEvents(events: EventReader, filter: Omit<EventFilter, "order" | "limit" | "after">, afterId: number) {
   for (let after = afterId; ; ) {
-    const page = queries.list({ ...filter, order: "asc", limit: BATCH, after });
+    const page = events.list({ ...filter, order: "asc", limit: BATCH, after });
     if (page.events.length > 0) yield page.events;
     if (page.next === null) return;
     after = Number(page.next);
@@ -69,7 +68,7 @@ export const tailCommand = command("tail", "print the latest events; -f follows 
   const lines = values.lines === "0" ? 0 : positiveInteger(values.lines, "--lines", 10, 1000);
   const interval = positiveInteger(values.interval, "--interval", 500, 60_000);
   if (interval < 50) throw new UsageError(`--interval: "${values.interval}" is below 50 milliseconds`);
-  const log: EventLogDatabase = openReadOnly(databasePath(values, env));
+  const log = openReadOnly(databasePath(values, env));
   const out = new Output(process.stdout);
   const print = (events: EventView[], header: boolean) =>
     out.write(values.ndjson ? formatNdjson(events) : formatTable(events, { header }));
@@ -84,19 +83,18 @@ export const tailCommand = command("tail", "print the latest events; -f follows 
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);
   try {
-    const queries = new EventQueries(log.db);
     // Ids only grow (the log is append-only and commits are serialised), so "after the highest id
     // seen" misses nothing. Reading the newest id of the whole log (matching or not) *before* the
     // filtered query lets a filtered follow skip past events that did not match.
-    const newestId = () => queries.list({ order: "desc", limit: 1 }).events[0]?.id ?? 0;
+    const newestId = () => log.list({ order: "desc", limit: 1 }).events[0]?.id ?? 0;
     let lastId = newestId();
     // In descending order `after` means "id below": the latest matching events up to lastId.
-    const latest = lines === 0 ? [] : queries.list({ ...filter, order: "desc", limit: lines, after: lastId + 1 }).events;
+    const latest = lines === 0 ? [] : log.list({ ...filter, order: "desc", limit: lines, after: lastId + 1 }).events;
     await print(latest.reverse(), true);
     if (!values.follow) return EXIT.ok;
     while (!stopping && !out.closed) {
       const seen = newestId();
-      for (const batch of newEvents(queries, filter, lastId)) {
+      for (const batch of newEvents(log, filter, lastId)) {
         await print(batch, false);
         lastId = batch[batch.length - 1]!.id;
         if (stopping || out.closed) break;
@@ -108,6 +106,6 @@ export const tailCommand = command("tail", "print the latest events; -f follows 
   } finally {
     process.off("SIGINT", onSignal);
     process.off("SIGTERM", onSignal);
-    log.sqlite.close();
+    log.close();
   }
 });

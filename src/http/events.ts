@@ -1,6 +1,6 @@
 // The query API over the log: GET /events (filtered, keyset-paginated) and GET /events/:id.
 import { Elysia, t } from "elysia";
-import { eventJson, pageJson, type EventQueries } from "../log/query.ts";
+import { eventJson, pageJson, type EventReader } from "../log/event-log.ts";
 import { ISO_TIME_PATTERN, toLogTime } from "../log/time.ts";
 import { bearerAuth } from "./auth.ts";
 import { HttpError } from "./errors.ts";
@@ -49,20 +49,20 @@ function logTime(value: string | undefined, parameter: string): string | undefin
 const json = (text: string) => new Response(text, { headers: { "content-type": "application/json" } });
 
 export interface EventsApiOptions {
-  queries: EventQueries;
+  events: EventReader;
   queryToken: string;
   /** Called for every successful answer, for the request log. */
   onServed?: (request: Request) => void;
 }
 
-export const eventsApi = ({ queries, queryToken, onServed = () => {} }: EventsApiOptions) =>
+export const eventsApi = ({ events, queryToken, onServed = () => {} }: EventsApiOptions) =>
   new Elysia({ name: "events-api" })
     .use(bearerAuth(queryToken))
     .onAfterHandle(({ request }) => onServed(request))
     .get(
       "/events",
       ({ query }) => {
-        const page = queries.list({
+        const page = events.list({
           event: query.event,
           installation: query.installation,
           organization: query.organization,
@@ -81,7 +81,7 @@ export const eventsApi = ({ queries, queryToken, onServed = () => {} }: EventsAp
     .get(
       "/events/:id",
       ({ params }) => {
-        const event = queries.get(params.id);
+        const event = events.get(params.id);
         if (event === null) throw new HttpError(404, "not_found", `no event ${params.id}`);
         return json(eventJson(event));
       },

@@ -2,7 +2,6 @@
 // request and commit latency, commit batch sizes, database size, the last accepted delivery.
 // Hand-written (a few counters and histograms) rather than a client library: nothing here needs
 // more, and the hot path only increments numbers.
-import { statSync } from "node:fs";
 import { Elysia } from "elysia";
 import { bearerAuth } from "./auth.ts";
 
@@ -59,7 +58,7 @@ export class ReceiverMetrics {
   readonly batchRows = new Histogram("icr_receiver_commit_batch_size", "Deliveries stored by one commit.", [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]);
   private lastAccepted = 0;
 
-  constructor(private readonly databasePath: string, private readonly version: string) {}
+  constructor(private readonly version: string) {}
 
   delivery(
     outcome:
@@ -76,17 +75,12 @@ export class ReceiverMetrics {
     this.lastAccepted = Date.now() / 1000;
   }
 
-  commit(rows: number, seconds: number): void {
+  commit({ rows, seconds }: { rows: number; seconds: number }): void {
     this.batchRows.observe(rows);
     this.commitSeconds.observe(seconds);
   }
 
-  private databaseBytes(): number {
-    const size = (path: string) => statSync(path, { throwIfNoEntry: false })?.size ?? 0;
-    return size(this.databasePath) + size(`${this.databasePath}-wal`);
-  }
-
-  render(): string {
+  render(databaseBytes: number): string {
     return [
       `# HELP icr_receiver_build_info The running version.\n# TYPE icr_receiver_build_info gauge\nicr_receiver_build_info{version="${escape(this.version)}"} 1\n`,
       this.accepted.render(),
@@ -97,14 +91,20 @@ export class ReceiverMetrics {
       this.requestSeconds.render(),
       this.commitSeconds.render(),
       this.batchRows.render(),
-      gauge("icr_receiver_database_size_bytes", "Size of the event log file and its write-ahead log.", this.databaseBytes()),
+      gauge("icr_receiver_database_size_bytes", "Size of the event log file and its write-ahead log.", databaseBytes),
       gauge("icr_receiver_last_accepted_delivery_timestamp_seconds", "Unix time of the last accepted delivery (0: none since start).", this.lastAccepted),
       gauge("icr_receiver_resident_memory_bytes", "Resident set size of the process.", process.memoryUsage().rss),
     ].join("");
   }
 }
 
-export const metricsEndpoint = ({ metrics, queryToken }: { metrics: ReceiverMetrics; queryToken: string }) =>
+export interface MetricsOptions {
+  metrics: ReceiverMetrics;
+  databaseBytes: () => number;
+  queryToken: string;
+}
+
+export const metricsEndpoint = ({ metrics, databaseBytes, queryToken }: MetricsOptions) =>
   new Elysia({ name: "metrics" })
     .use(bearerAuth(queryToken))
-    .get("/metrics", () => new Response(metrics.render(), { headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" } }));
+    .get("/metrics", () => new Response(metrics.render(databaseBytes()), { headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" } }));

@@ -3,10 +3,8 @@
 // verification. What the signature vouches for is never refused: signed data that is not a
 // readable event is stored as an unparsed event.
 import { Elysia } from "elysia";
-import type { Appended } from "../log/append.ts";
-import type { GroupCommit } from "../log/group-commit.ts";
-import { storedHeaders } from "../log/headers.ts";
-import { eventFacts, type UnparsedReason } from "../verify/delivery.ts";
+import { LogWriteError, type Appended, type EventLog } from "../log/event-log.ts";
+import type { UnparsedReason } from "../verify/delivery.ts";
 import { SIGNATURE_HEADER, type LabelledSecret } from "../verify/signature.ts";
 import { verifyDelivery, type DeliveryRejection } from "../verify/verify-delivery.ts";
 import { errorResponse, HttpError } from "./errors.ts";
@@ -32,9 +30,7 @@ export interface WebhookOptions {
   bodyLimit: number;
   /** Refusals per minute per address before they are answered 429 (0: no limit). */
   rejectionLimit: number;
-  /** Values that must never be stored with a delivery's headers (the query token). */
-  redact: readonly string[];
-  writer: GroupCommit;
+  log: EventLog;
   onOutcome?: (outcome: DeliveryOutcome, remoteAddress: string | null, seconds: number) => void;
 }
 
@@ -59,11 +55,14 @@ interface Refusal {
 
 const sha256 = (bytes: Uint8Array) => new Bun.CryptoHasher("sha256").update(bytes).digest("hex");
 
-/** Verifies a delivery and appends it; resolves once it is committed, or with why it was not. */
+/**
+ * Verifies a delivery and appends it; resolves once it is committed, or with why it was not. 503
+ * only when the log says the commit failed; anything else thrown is a bug (a 500).
+ */
 async function receive(
   request: Request,
   remoteAddress: string | null,
-  { secrets, bodyLimit, redact, writer }: WebhookOptions,
+  { secrets, bodyLimit, log }: WebhookOptions,
 ): Promise<DeliveryOutcome | Refusal> {
   const receivedAt = new Date().toISOString();
   const read = await readRequestBody(request, bodyLimit);
@@ -74,39 +73,35 @@ async function receive(
     return { status: STATUS[verified.reason], reason: verified.reason, message: verified.message, bodySize: body.byteLength, body, bodyRead: true };
   }
 
-  const { payload, secretLabel, envelopeMismatch } = verified;
-  const facts = eventFacts(payload);
-  const delivery = {
-    ...facts,
-    receivedAt,
-    remoteAddress,
-    headers: storedHeaders(request.headers, redact),
-    rawBody: verified.canonical ? null : verified.rawBody,
-    payload: payload.text,
-    payloadSha256: sha256(payload.bytes),
-    secretLabel,
-    envelopeMismatch,
-  };
   let appended: Appended;
   try {
-    appended = await writer.append(delivery);
+    appended = await log.append(verified, { receivedAt, remoteAddress, headers: request.headers });
   } catch (error) {
-    const detail = error instanceof Error ? error.message : String(error);
-    return { accepted: false, status: 503, reason: "log_unavailable", message: "the event log cannot be written; nothing was stored", detail };
+    if (!(error instanceof LogWriteError)) throw error;
+    return { accepted: false, status: 503, reason: "log_unavailable", message: "the event log cannot be written; nothing was stored", detail: error.message };
   }
-  return { accepted: true, status: 202, appended, secretLabel, envelopeMismatch, event: facts.event, unparsedReason: facts.unparsedReason };
+  const { payload, secretLabel, envelopeMismatch } = verified;
+  return {
+    accepted: true,
+    status: 202,
+    appended,
+    secretLabel,
+    envelopeMismatch,
+    event: payload.parsed ? payload.value.event : null,
+    unparsedReason: payload.parsed ? null : payload.reason,
+  };
 }
 
 export const webhook = (options: WebhookOptions) => {
   const limiter = new RejectionLimiter(options.rejectionLimit);
-  const { writer, onOutcome = () => {} } = options;
+  const { log, onOutcome = () => {} } = options;
 
   /** A refusal: recorded for the operator, unless this address has been refused too often. */
   function refuse(refused: Refusal, remoteAddress: string | null): DeliveryOutcome {
     if (!limiter.allow(remoteAddress ?? "unknown")) {
       return { accepted: false, status: 429, reason: "rate_limited", message: "too many refused deliveries from this address" };
     }
-    writer.recordRejection({
+    log.recordRejection({
       receivedAt: new Date().toISOString(),
       remoteAddress,
       status: refused.status,

@@ -1,36 +1,20 @@
 // What the log stores per accepted delivery, and the one transaction that stores a batch of them.
-import type { Database, SQLQueryBindings } from "bun:sqlite";
-import { desc, eq, max, Param, Placeholder, sql } from "drizzle-orm";
-import type { EventFacts } from "../verify/delivery.ts";
+import { desc, eq, max, sql } from "drizzle-orm";
 import { chainedValues, chainHash, GENESIS, type ChainedTable } from "./chain.ts";
-import type { EventLogDatabase } from "./database.ts";
+import { CHAINED_TABLES, TABLE_COLUMNS } from "./columns.ts";
+import type { Drizzle, EventLogDatabase } from "./database.ts";
 import { DigestIndex } from "./digest-index.ts";
 import { deliveries, events, rejections } from "./schema.ts";
 
-/** Everything the log keeps about one accepted delivery. */
-export interface AcceptedDelivery extends EventFacts {
-  receivedAt: string;
-  remoteAddress: string | null;
-  /** JSON object text of the request headers. */
-  headers: string;
-  /** Null when the body was the payload's canonical form (see the schema's raw_body). */
-  rawBody: string | null;
-  /** Null for an unparsed payload that is not UTF-8 text (see the schema). */
-  payload: string | null;
-  payloadSha256: string;
-  secretLabel: string;
-  envelopeMismatch: boolean;
-}
+/** A row's values as the appender is given them: every column but those it assigns itself. */
+type Given<Row, Assigned extends keyof Row> = { [K in Exclude<keyof Row, Assigned>]-?: Exclude<Row[K], undefined> };
+
+/** Everything the log keeps about one accepted delivery: its event's columns and its own. */
+export type AcceptedDelivery = Given<typeof events.$inferInsert, "id" | "chainHash"> &
+  Given<typeof deliveries.$inferInsert, "id" | "eventId" | "duplicate" | "chainHash">;
 
 /** What is kept of a refused delivery: never its body. */
-export interface Rejection {
-  receivedAt: string;
-  remoteAddress: string | null;
-  status: number;
-  reason: string;
-  bodySize: number;
-  bodySha256: string | null;
-}
+export type Rejection = Omit<typeof rejections.$inferInsert, "slot" | "seq">;
 
 export interface Appended {
   id: number;
@@ -40,35 +24,15 @@ export interface Appended {
 /** How many refused deliveries the ring keeps (about 2 MB). */
 export const REJECTIONS_KEPT = 10_000;
 
-/**
- * An insert built with Drizzle (names and columns come from the schema), executed as a plain
- * bun:sqlite statement: Drizzle's own prepared statements cost about 5 µs more per insert, and
- * every delivery makes two.
- */
-function prepare<Row>(sqlite: Database, query: { toSQL(): { sql: string; params: unknown[] } }) {
-  const { sql: text, params } = query.toSQL();
-  // Inserts wrap each placeholder in a Param (with the column's encoder); a literal is bound as is.
-  const binders = params.map((param) => {
-    const inner = param instanceof Param ? param.value : param;
-    return inner instanceof Placeholder
-      ? (values: Record<string, unknown>) => values[inner.name] as SQLQueryBindings
-      : () => inner as SQLQueryBindings;
-  });
-  const statement = sqlite.prepare<Row, SQLQueryBindings[]>(text);
-  return (values: Record<string, unknown> = {}): Row | null => statement.get(...binders.map((bind) => bind(values)));
+/** An insert of every column of `table`, each bound from the row's field of the same name. */
+function inserter(db: Drizzle, table: ChainedTable) {
+  const values = Object.fromEntries(TABLE_COLUMNS[table].map((column) => [column.key, sql.placeholder(column.key)]));
+  const statement = db.insert(CHAINED_TABLES[table]).values(values as never).prepare();
+  return (row: Record<string, unknown>) => statement.run(row);
 }
-
-const camelCase = (column: string) => column.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase());
-const keyOf = new Map<string, string>();
 
 /** The values a chain hash covers, in the chain's order, as the database will return them. */
-function chained(table: ChainedTable, row: Record<string, unknown>): unknown[] {
-  return chainedValues(table, (column) => {
-    let key = keyOf.get(column);
-    if (key === undefined) keyOf.set(column, (key = camelCase(column)));
-    return row[key];
-  });
-}
+const chained = (table: ChainedTable, row: Record<string, unknown>) => chainedValues(table, (column) => row[column.key]);
 
 /**
  * The insert of one batch as one transaction (bun:sqlite transactions are synchronous: it
@@ -114,71 +78,34 @@ export function batchAppender({ db, sqlite }: EventLogDatabase) {
   // 0.75-0.85 s for a million events (bench): off the start-up path, so the port is open meanwhile.
   const warm = () => (digests ??= catchUp(new DigestIndex()));
   const lastRejection = db.select({ seq: max(rejections.seq) }).from(rejections).prepare();
-  const insertEvent = prepare(
-    sqlite,
-    db
-      .insert(events)
-      .values({
-        id: p("id"),
-        receivedAt: p("receivedAt"),
-        event: p("event"),
-        installationId: p("installationId"),
-        organizationId: p("organizationId"),
-        appId: p("appId"),
-        transactionId: p("transactionId"),
-        transactionStatus: p("transactionStatus"),
-        transactionType: p("transactionType"),
-        transactionAmount: p("transactionAmount"),
-        payload: p("payload"),
-        payloadSha256: p("payloadSha256"),
-        secretLabel: p("secretLabel"),
-        envelopeMismatch: p("envelopeMismatch"),
-        chainHash: p("chainHash"),
-        unparsedReason: p("unparsedReason"),
-      }),
-  );
-  const insertDelivery = prepare(
-    sqlite,
-    db.insert(deliveries).values({
-      id: p("id"),
-      eventId: p("eventId"),
+  const insertEvent = inserter(db, "events");
+  const insertDelivery = inserter(db, "deliveries");
+  // Rare (refusals ride along with a batch): Drizzle's own prepared statement.
+  const recordRejection = db
+    .insert(rejections)
+    .values({
+      slot: p("slot"),
+      seq: p("seq"),
       receivedAt: p("receivedAt"),
       remoteAddress: p("remoteAddress"),
-      headers: p("headers"),
-      rawBody: p("rawBody"),
-      secretLabel: p("secretLabel"),
-      envelopeMismatch: p("envelopeMismatch"),
-      duplicate: p("duplicate"),
-      chainHash: p("chainHash"),
-    }),
-  );
-  const recordRejection = prepare(
-    sqlite,
-    db
-      .insert(rejections)
-      .values({
-        slot: p("slot"),
-        seq: p("seq"),
-        receivedAt: p("receivedAt"),
-        remoteAddress: p("remoteAddress"),
-        status: p("status"),
-        reason: p("reason"),
-        bodySize: p("bodySize"),
-        bodySha256: p("bodySha256"),
-      })
-      .onConflictDoUpdate({
-        target: rejections.slot,
-        set: {
-          seq: sql`excluded.seq`,
-          receivedAt: sql`excluded.received_at`,
-          remoteAddress: sql`excluded.remote_address`,
-          status: sql`excluded.status`,
-          reason: sql`excluded.reason`,
-          bodySize: sql`excluded.body_size`,
-          bodySha256: sql`excluded.body_sha256`,
-        },
-      }),
-  );
+      status: p("status"),
+      reason: p("reason"),
+      bodySize: p("bodySize"),
+      bodySha256: p("bodySha256"),
+    })
+    .onConflictDoUpdate({
+      target: rejections.slot,
+      set: {
+        seq: sql`excluded.seq`,
+        receivedAt: sql`excluded.received_at`,
+        remoteAddress: sql`excluded.remote_address`,
+        status: sql`excluded.status`,
+        reason: sql`excluded.reason`,
+        bodySize: sql`excluded.body_size`,
+        bodySha256: sql`excluded.body_sha256`,
+      },
+    })
+    .prepare();
 
   const transaction = sqlite.transaction((batch: AcceptedDelivery[], refused: Rejection[]): Appended[] => {
     let event = lastEvent.get() ?? { id: 0, chainHash: GENESIS };
@@ -205,7 +132,7 @@ export function batchAppender({ db, sqlite }: EventLogDatabase) {
     let seq = lastRejection.get()?.seq ?? 0;
     for (const rejection of refused) {
       seq++;
-      recordRejection({ ...rejection, seq, slot: seq % REJECTIONS_KEPT });
+      recordRejection.run({ remoteAddress: null, bodySha256: null, ...rejection, seq, slot: seq % REJECTIONS_KEPT });
     }
     return results;
   });

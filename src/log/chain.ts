@@ -2,44 +2,13 @@
 // table, so an edit made behind the triggers' back (or a row removed from the middle) breaks the
 // chain at that row. Computed by the writer inside the transaction that inserts the row.
 import type { Database } from "bun:sqlite";
+import { CHAIN_LAYOUT, CHAINED_TABLES, type ChainedTable, type Column } from "./columns.ts";
+
+export { CHAINED_TABLES, type ChainedTable } from "./columns.ts";
 
 export const GENESIS = "0".repeat(64);
 
-/** The columns each table's chain covers, in order: everything but chain_hash itself. */
-export const CHAINED_COLUMNS = {
-  events: [
-    "id", "received_at", "event", "installation_id", "organization_id", "app_id", "transaction_id",
-    "transaction_status", "transaction_type", "transaction_amount", "payload", "payload_sha256",
-    "secret_label", "envelope_mismatch",
-  ],
-  deliveries: [
-    "id", "event_id", "received_at", "remote_address", "headers", "raw_body", "secret_label",
-    "envelope_mismatch", "duplicate",
-  ],
-} as const;
-
-/**
- * Columns added to a chained table after rows were written: each is chained after the others,
- * under its name, and only when not NULL, so that every older row keeps the hash it was given.
- */
-export const CHAINED_WHEN_SET = {
-  events: ["unparsed_reason"],
-  deliveries: [],
-} as const satisfies Record<keyof typeof CHAINED_COLUMNS, readonly string[]>;
-
-export type ChainedTable = keyof typeof CHAINED_COLUMNS;
-
-/** A row's values in the order its chain covers them; `get` reads one column by its SQL name. */
-export function chainedValues(table: ChainedTable, get: (column: string) => unknown): unknown[] {
-  const values = CHAINED_COLUMNS[table].map((column) => get(column) ?? null);
-  for (const column of CHAINED_WHEN_SET[table] as readonly string[]) {
-    const value = get(column);
-    if (value !== null && value !== undefined) values.push(new Named(column, value));
-  }
-  return values;
-}
-
-/** A CHAINED_WHEN_SET value: hashed with its column's name, so it cannot pass for another column. */
+/** A value of a column chained only when set: hashed with its column's name, so it cannot pass for another column. */
 class Named {
   constructor(
     readonly column: string,
@@ -47,10 +16,21 @@ class Named {
   ) {}
 }
 
+/** A row's values in the order its chain covers them (see ChainLayout in columns.ts). */
+export function chainedValues(table: ChainedTable, get: (column: Column) => unknown): unknown[] {
+  const { chained, chainedWhenSet } = CHAIN_LAYOUT[table];
+  const values = chained.map((column) => get(column) ?? null);
+  for (const column of chainedWhenSet) {
+    const value = get(column);
+    if (value !== null && value !== undefined) values.push(new Named(column.name, value));
+  }
+  return values;
+}
+
 /**
  * SHA-256 over the previous hash and each value as `\n<type><length>:<text>` (n: NULL, d: number,
- * s: text), which no two different rows share. Not JSON.stringify: escaping a 2 KB raw body
- * cost more than hashing it.
+ * s: text), a value chained when set preceded by `\nk<length>:<column name>`: no two different
+ * rows share it. Not JSON.stringify: escaping a 2 KB raw body cost more than hashing it.
  */
 export function chainHash(previous: string, row: readonly unknown[]): string {
   let input = previous;
@@ -72,17 +52,21 @@ export type ChainCheck =
 
 /** Recomputes a table's chain in id order; names the first row whose hash does not match. */
 export function verifyChain(sqlite: Database, table: ChainedTable): ChainCheck {
-  const columns = [...CHAINED_COLUMNS[table], ...CHAINED_WHEN_SET[table]];
+  const { chained, chainedWhenSet } = CHAIN_LAYOUT[table];
+  const names = [...chained, ...chainedWhenSet].map((column) => `"${column.name}"`);
   const rows = sqlite
-    .query<Record<string, unknown>, []>(`SELECT ${columns.join(", ")}, chain_hash FROM ${table} ORDER BY id`)
+    .query<Record<string, unknown>, []>(`SELECT ${names.join(", ")}, chain_hash FROM "${table}" ORDER BY id`)
     .iterate();
   let previous = GENESIS;
   let count = 0;
   for (const row of rows) {
     count++;
-    const expected = chainHash(previous, chainedValues(table, (column) => row[column]));
+    const expected = chainHash(previous, chainedValues(table, (column) => row[column.name]));
     if (expected !== row.chain_hash) return { ok: false, table, rows: count, firstBadId: row.id as number };
     previous = expected;
   }
   return { ok: true, table, rows: count };
 }
+
+/** Every table whose rows are chained. */
+export const CHAINED_TABLE_NAMES = Object.keys(CHAINED_TABLES) as ChainedTable[];

@@ -18,19 +18,21 @@ export interface EventLogDatabase {
 export interface OpenOptions {
   /** How long a write waits for a lock held by another process before it fails (ms). */
   busyTimeoutMs?: number;
+  /** Apply pending migrations (the main thread does; the writer thread opens a migrated log). */
+  migrate?: boolean;
 }
 
 /**
- * Opens (creating if needed) the log for writing: WAL so readers such as `sqlite3 -readonly`
- * never block the receiver, synchronous=FULL so a commit has reached the disk when it returns
- * (the promise behind every 2xx), then applies pending migrations.
+ * Opens (creating if needed) a connection that writes the log: WAL so readers such as `sqlite3
+ * -readonly` never block the receiver, synchronous=FULL so a commit has reached the disk when it
+ * returns (the promise behind every 2xx), then applies pending migrations.
  */
-export function openEventLog(path: string, { busyTimeoutMs = 5000 }: OpenOptions = {}): EventLogDatabase {
+export function openDatabase(path: string, { busyTimeoutMs = 5000, migrate: migrating = true }: OpenOptions = {}): EventLogDatabase {
   requireDirectory(dirname(path));
   const sqlite = new Database(path, { create: true, strict: true });
   try {
     configureForWriting(sqlite, busyTimeoutMs);
-    migrate(sqlite);
+    if (migrating) migrate(sqlite);
     assertWritable(sqlite);
   } catch (error) {
     sqlite.close();
@@ -76,14 +78,14 @@ function assertWritable(sqlite: Database): void {
 }
 
 /** Opens the log read-only, as the CLI does while the server writes. */
-export function openEventLogReadOnly(path: string): EventLogDatabase {
+export function openDatabaseReadOnly(path: string): EventLogDatabase {
   const sqlite = new Database(path, { readonly: true, strict: true });
   sqlite.run("PRAGMA busy_timeout = 5000");
   return { sqlite, db: drizzle({ client: sqlite, schema }), path, busyTimeoutMs: 5000 };
 }
 
 /** Folds the WAL back into the main file and closes, so a stopped receiver leaves one tidy file. */
-export function closeEventLog({ sqlite }: EventLogDatabase): void {
+export function closeDatabase({ sqlite }: EventLogDatabase): void {
   try {
     sqlite.run("PRAGMA wal_checkpoint(TRUNCATE)");
   } catch {

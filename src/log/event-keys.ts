@@ -1,7 +1,6 @@
 // Keeps event_keys (see the schema) behind `events`: the writer thread copies the keys of new
 // events across in bulk, so each (organization, event) index page is written once per few hundred
 // events instead of once per commit.
-import type { SQLQueryBindings } from "bun:sqlite";
 import { asc, gt, sql } from "drizzle-orm";
 import type { EventLogDatabase } from "./database.ts";
 import { eventKeys, events } from "./schema.ts";
@@ -16,7 +15,7 @@ export const KEYS_PER_STEP = 4096;
  */
 export function eventKeysCopier({ db, sqlite }: EventLogDatabase) {
   const watermark = sql`(SELECT coalesce(max(${eventKeys.eventId}), 0) FROM ${eventKeys})`;
-  const { sql: text, params } = db
+  const copy = db
     .insert(eventKeys)
     .select(
       db
@@ -26,10 +25,12 @@ export function eventKeysCopier({ db, sqlite }: EventLogDatabase) {
         .orderBy(asc(events.id))
         .limit(KEYS_PER_STEP),
     )
-    .toSQL();
-  // Run as a plain statement: it says how many rows it inserted, Drizzle's run() does not.
-  const copy = sqlite.prepare<never, SQLQueryBindings[]>(text);
-  const step = sqlite.transaction(() => copy.run(...(params as SQLQueryBindings[])).changes);
+    .prepare();
+  const changes = sqlite.prepare<{ n: number }, []>("SELECT changes() AS n");
+  const step = sqlite.transaction(() => {
+    copy.run();
+    return changes.get()!.n;
+  });
   return (): number => step.immediate();
 }
 

@@ -1,5 +1,5 @@
 // The read side of the log: filtered, keyset-paginated listing and one event with its deliveries.
-import { and, asc, desc, eq, gt, gte, inArray, isNotNull, isNull, lt, lte, max, sql, type SQL } from "drizzle-orm";
+import { and, asc, desc, eq, getTableColumns, gt, gte, inArray, isNotNull, isNull, lt, lte, max, sql, type SQL } from "drizzle-orm";
 import type { SQLiteColumn } from "drizzle-orm/sqlite-core";
 import { canonicalBody } from "../verify/delivery.ts";
 import { redactCredentials } from "./headers.ts";
@@ -55,21 +55,11 @@ export interface DeliveryView {
   duplicate: boolean;
 }
 
+// Every column of an event but the two that are the log's own business (the digest that finds
+// repeats, the chain hash), and how many deliveries it has.
+const { payloadSha256: _digest, chainHash: _chain, ...storedColumns } = getTableColumns(events);
 const eventColumns = {
-  id: events.id,
-  receivedAt: events.receivedAt,
-  event: events.event,
-  installationId: events.installationId,
-  organizationId: events.organizationId,
-  appId: events.appId,
-  transactionId: events.transactionId,
-  transactionStatus: events.transactionStatus,
-  transactionType: events.transactionType,
-  transactionAmount: events.transactionAmount,
-  payload: events.payload,
-  unparsedReason: events.unparsedReason,
-  secretLabel: events.secretLabel,
-  envelopeMismatch: events.envelopeMismatch,
+  ...storedColumns,
   // Written out: inside a select list Drizzle would leave both ids unqualified.
   deliveryCount: sql<number>`(SELECT count(*) FROM "deliveries" WHERE "deliveries"."event_id" = "events"."id")`,
 };

@@ -3,7 +3,7 @@
 import { batchAppender, type Appended, type Rejection } from "./append.ts";
 import { unpackBatch, type PackedBatch } from "./batch-message.ts";
 import type { CheckpointRequest } from "./checkpoint-worker.ts";
-import { closeEventLog, openEventLog, type EventLogDatabase } from "./database.ts";
+import { closeDatabase, openDatabase, type EventLogDatabase } from "./database.ts";
 import { eventKeysCopier, KeysFollower } from "./event-keys.ts";
 
 export interface WriterOptions {
@@ -31,7 +31,8 @@ let keys: KeysFollower;
 self.onmessage = ({ data: request }: MessageEvent<WriterRequest>) => {
   if (request.type === "open") {
     try {
-      log = openEventLog(request.options.path, { busyTimeoutMs: request.options.busyTimeoutMs });
+      // Migrated already, by the thread that started this one.
+      log = openDatabase(request.options.path, { busyTimeoutMs: request.options.busyTimeoutMs, migrate: false });
       append = batchAppender(log);
       keys = new KeysFollower(eventKeysCopier(log));
       // Checkpoints belong to the checkpointer thread; the writer's own automatic checkpoint stays
@@ -59,7 +60,7 @@ self.onmessage = ({ data: request }: MessageEvent<WriterRequest>) => {
     void stopped.then(() => {
       checkpointer?.terminate();
       keys?.finish();
-      closeEventLog(log);
+      closeDatabase(log);
       reply({ type: "closed" });
     });
     return;

@@ -2,9 +2,11 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createApp, stopApp } from "../../src/app.ts";
+import { createApp, type AppOptions } from "../../src/app.ts";
 import type { Config } from "../../src/config.ts";
-import { closeEventLog, openEventLog, type EventLogDatabase, type OpenOptions } from "../../src/log/database.ts";
+import { ReceiverMetrics } from "../../src/http/metrics.ts";
+import { openDatabase, type EventLogDatabase } from "../../src/log/database.ts";
+import { openEventLog, type EventLog, type EventLogOptions } from "../../src/log/event-log.ts";
 import { sign } from "../../src/verify/signature.ts";
 import { FIXTURE_SECRET } from "./fixtures.ts";
 
@@ -49,33 +51,48 @@ export function testConfig(dataDir: string, overrides: Partial<Config> = {}): Co
 export interface TestServer {
   url: string;
   config: Config;
+  log: EventLog;
+  /** A connection of the test's own to the log's file (the receiver's are its own business). */
   database: EventLogDatabase;
   post(body: string | Uint8Array, headers?: Record<string, string>): Promise<Response>;
   query(path: string, token?: string | null): Promise<Response>;
   stop(): Promise<void>;
 }
 
-export async function startServer(
-  overrides: Partial<Config> = {},
-  openOptions: OpenOptions = {},
-): Promise<TestServer> {
+/** The receiver as main.ts builds it, over its own log in `config`; `close` ends both. */
+export async function startApp(config: Config, logOptions: EventLogOptions = {}, appOptions: AppOptions = {}) {
+  const metrics = new ReceiverMetrics("test");
+  const log = await openEventLog(config.databasePath, { redact: [config.queryToken], onCommit: (stats) => metrics.commit(stats), ...logOptions });
+  const { app, close } = createApp(config, log, { metrics, ...appOptions });
+  app.listen({ hostname: "127.0.0.1", port: 0 });
+  return {
+    log,
+    port: app.server!.port!,
+    async close() {
+      await close();
+      await log.close();
+    },
+  };
+}
+
+export async function startServer(overrides: Partial<Config> = {}, logOptions: EventLogOptions = {}): Promise<TestServer> {
   const dataDir = tempDir();
   const config = testConfig(dataDir, overrides);
-  const database = openEventLog(config.databasePath, openOptions);
-  const app = await createApp(config, database);
-  app.listen({ hostname: "127.0.0.1", port: 0 });
-  const url = `http://127.0.0.1:${app.server!.port}`;
+  const { log, port, close } = await startApp(config, logOptions);
+  const database = openDatabase(config.databasePath, { migrate: false });
+  const url = `http://127.0.0.1:${port}`;
   return {
     url,
     config,
+    log,
     database,
     post: (body, headers = {}) =>
       fetch(url + config.webhookPath, { method: "POST", headers: { "content-type": "application/json", ...headers }, body }),
     query: (path, token = QUERY_TOKEN) =>
       fetch(url + path, { headers: token === null ? {} : { authorization: `Bearer ${token}` } }),
     async stop() {
-      await stopApp(app);
-      closeEventLog(database);
+      await close();
+      database.sqlite.close();
       rmSync(dataDir, { recursive: true, force: true });
     },
   };

@@ -1,0 +1,194 @@
+// The event log, as the HTTP routes and the CLI see it: the one seam between them and storage. The
+// doc comments here are the contract; how a row is laid out, the writer and checkpointer threads,
+// and SQLite itself are this module's business and nobody else's.
+import { Database } from "bun:sqlite";
+import { existsSync, rmSync, statSync } from "node:fs";
+import type { VerifiedDelivery } from "../verify/verify-delivery.ts";
+import { WRITER_WORKER_URL } from "../workers.ts";
+import type { Appended, Rejection } from "./append.ts";
+import { runChecks, type CheckReport } from "./check.ts";
+import { closeDatabase, configureForWriting, openDatabase, openDatabaseReadOnly, type EventLogDatabase } from "./database.ts";
+import { GroupCommit, type CommitStats } from "./group-commit.ts";
+import { bundledMigrations, migrate } from "./migrations.ts";
+import { EventQueries, type DeliveryView, type EventFilter, type EventView } from "./query.ts";
+import { acceptedDelivery, type RequestFacts } from "./row.ts";
+
+export type { Appended, Rejection } from "./append.ts";
+export { APPEND_ONLY_TRIGGERS, type CheckReport } from "./check.ts";
+export { LogWriteError, type CommitStats } from "./group-commit.ts";
+export { eventJson, pageJson, type DeliveryView, type EventFilter, type EventView } from "./query.ts";
+export type { RequestFacts } from "./row.ts";
+
+/** One page of events, and the cursor of the next page (null on the last one). */
+export interface EventPage {
+  events: EventView[];
+  next: string | null;
+}
+
+/** Reading the log: what GET /events and the CLI see. Reads never block a writer (WAL). */
+export interface EventReader {
+  /** One page of events matching `filter`, in id order; a new event is in it once its 202 is sent. */
+  list(filter: EventFilter): EventPage;
+  /** One event with every accepted delivery of it, oldest first; null if there is no such event. */
+  get(id: number): (EventView & { deliveries: DeliveryView[] }) | null;
+  /** The accepted deliveries of these events, oldest first, by event id. */
+  deliveriesOf(eventIds: number[]): Map<number, DeliveryView[]>;
+}
+
+/** The log as the receiver writes it. */
+export interface EventLog extends EventReader {
+  readonly path: string;
+  /**
+   * Appends a verified delivery with the facts of the request it came in; resolves once the
+   * commit that holds it is on disk (a repeat of a stored payload is recorded as a delivery of that
+   * event, `duplicate: true`). Rejects with LogWriteError when that commit failed: then nothing of
+   * it was stored. Any other rejection is a bug.
+   */
+  append(delivery: VerifiedDelivery, request: RequestFacts): Promise<Appended>;
+  /** Notes a refused delivery for the operator. Nobody waits for it: lost (only it) if its commit fails. */
+  recordRejection(rejection: Rejection): void;
+  /** Whether a delivery can be taken now: the last commit did not fail and the write lock is free. */
+  writable(): boolean;
+  /** Bytes of the log's file and its write-ahead log. */
+  sizeBytes(): number;
+  /** Commits what is queued, ends the writer thread and closes the log. */
+  close(): Promise<void>;
+}
+
+export interface EventLogOptions {
+  /** How long a write waits for a lock another process holds before it fails (ms). */
+  busyTimeoutMs?: number;
+  /** Values never to be stored with a delivery's headers (the query token). */
+  redact?: readonly string[];
+  /** Told of every commit, for the metrics. */
+  onCommit?: (stats: CommitStats) => void;
+}
+
+function readerOver(database: EventLogDatabase): EventReader {
+  const queries = new EventQueries(database.db);
+  return {
+    list: (filter) => queries.list(filter),
+    get: (id) => queries.get(id),
+    deliveriesOf: (ids) => queries.deliveriesOf(ids),
+  };
+}
+
+/** Whether the log can take a write right now, without waiting for a lock another process holds. */
+function lockFree({ sqlite, busyTimeoutMs }: EventLogDatabase): boolean {
+  try {
+    sqlite.run("PRAGMA busy_timeout = 0");
+    sqlite.run("BEGIN IMMEDIATE");
+    sqlite.run("ROLLBACK");
+    return true;
+  } catch {
+    return false;
+  } finally {
+    sqlite.run(`PRAGMA busy_timeout = ${busyTimeoutMs}`);
+  }
+}
+
+const fileSize = (path: string) => statSync(path, { throwIfNoEntry: false })?.size ?? 0;
+
+/**
+ * Opens the log for writing, creating it if needed (its directory must exist: a missing one may
+ * be a volume that is not mounted), applies pending migrations (here, and nowhere else), and
+ * starts the writer thread. Throws when the log cannot be written.
+ */
+export async function openEventLog(path: string, { busyTimeoutMs = 5000, redact = [], onCommit }: EventLogOptions = {}): Promise<EventLog> {
+  const database = openDatabase(path, { busyTimeoutMs });
+  let writer: GroupCommit;
+  try {
+    writer = await GroupCommit.start({ workerUrl: WRITER_WORKER_URL, path, busyTimeoutMs }, onCommit);
+  } catch (error) {
+    closeDatabase(database);
+    throw error;
+  }
+  return {
+    path,
+    ...readerOver(database),
+    append: (delivery, request) => writer.append(acceptedDelivery(delivery, request, redact)),
+    recordRejection: (rejection) => writer.recordRejection(rejection),
+    // A full disk lets BEGIN IMMEDIATE through, not the commit: the writer's last answer counts too.
+    writable: () => !writer.failing && lockFree(database),
+    sizeBytes: () => fileSize(path) + fileSize(`${path}-wal`),
+    async close() {
+      await writer.close();
+      closeDatabase(database);
+    },
+  };
+}
+
+/** The log read-only, as the CLI reads it while the server writes. */
+export interface EventLogReader extends EventReader {
+  readonly path: string;
+  /** Runs `read` in one read transaction: every query in it sees the same snapshot of the log. */
+  snapshot<T>(read: () => Promise<T>): Promise<T>;
+  /** Every check of `icr-receiver check`, on one snapshot. */
+  check(): CheckReport;
+  /**
+   * Writes a consistent, compact copy of the log to `file` from one snapshot, checks the copy
+   * (PRAGMA quick_check) and returns its row counts. Throws if the copy is not sound.
+   */
+  copyTo(file: string): { events: number; deliveries: number };
+  close(): void;
+}
+
+/** Opens an existing log read-only: never creates one, never migrates, never blocks the server. */
+export function openEventLogReader(path: string): EventLogReader {
+  if (!existsSync(path)) throw new Error(`no event log at ${path}`);
+  const database = openDatabaseReadOnly(path);
+  return {
+    path,
+    ...readerOver(database),
+    async snapshot(read) {
+      database.sqlite.run("BEGIN");
+      try {
+        return await read();
+      } finally {
+        database.sqlite.run("COMMIT");
+      }
+    },
+    check: () => runChecks(path, database),
+    copyTo(file) {
+      rmSync(file, { force: true }); // VACUUM INTO refuses a non-empty file
+      database.sqlite.query("VACUUM INTO ?").run(file);
+      return inspectCopy(file);
+    },
+    close: () => database.sqlite.close(),
+  };
+}
+
+/** Opens a copy on its own and checks it is sound; its row counts. */
+function inspectCopy(path: string): { events: number; deliveries: number } {
+  const copy = new Database(path, { readonly: true, strict: true });
+  try {
+    const check = copy.query<{ quick_check: string }, []>("PRAGMA quick_check").all();
+    if (check.length !== 1 || check[0]!.quick_check !== "ok") throw new Error("the copy failed PRAGMA quick_check");
+    const count = (table: string) => copy.query<{ n: number }, []>(`SELECT count(*) AS n FROM "${table}"`).get()!.n;
+    return { events: count("events"), deliveries: count("deliveries") };
+  } finally {
+    copy.close();
+  }
+}
+
+/**
+ * Applies, as `serve` would at start, the migrations this binary carries that the log at `path`
+ * has not had (creating the log if there is none). Returns their tags and how many are bundled.
+ */
+export function migrateEventLog(path: string): { applied: string[]; bundled: number } {
+  let sqlite: Database;
+  try {
+    sqlite = new Database(path, { create: true, strict: true });
+  } catch (error) {
+    throw new Error(`cannot open the event log ${path}: ${(error as Error).message}`);
+  }
+  try {
+    // The settings serve uses, so a log created here is a normal one.
+    configureForWriting(sqlite);
+    return { applied: migrate(sqlite), bundled: bundledMigrations().length };
+  } catch (error) {
+    throw new Error(`migrating ${path} failed: ${(error as Error).message}`);
+  } finally {
+    sqlite.close();
+  }
+}
