@@ -78,6 +78,16 @@ function describe(setting: Setting): string {
   return `--${setting} / ${VALUE_SETTINGS[setting]}`;
 }
 
+/**
+ * Secrets and tokens are read from files or the environment only, by `serve` and every command:
+ * a value on the command line ends up in shell history and in `ps`. The refusal to give, or null.
+ */
+export function secretOnCommandLine(argv: readonly string[]): string | null {
+  return argv.some((arg) => /^--(secret|secrets|query-token|token)(=|$)/.test(arg))
+    ? "secrets are never taken on the command line: use --secret-file, --secrets-file, --query-token-file or the environment"
+    : null;
+}
+
 export function parseFlags(argv: string[]): Partial<Record<Setting, string>> {
   const options = Object.fromEntries(
     Object.keys(VALUE_SETTINGS).map((name) => [name, { type: "string" as const }]),
@@ -89,10 +99,7 @@ export function parseFlags(argv: string[]): Partial<Record<Setting, string>> {
     return values;
   } catch (error) {
     const message = error instanceof Error ? error.message.split("\n")[0] : String(error);
-    if (argv.some((arg) => /^--(secret|secrets|query-token|token)(=|$)/.test(arg))) {
-      throw new ConfigError("secrets are never taken on the command line: use --secret-file, --secrets-file or --query-token-file");
-    }
-    throw new ConfigError(message ?? "invalid command line");
+    throw new ConfigError(secretOnCommandLine(argv) ?? message ?? "invalid command line");
   }
 }
 

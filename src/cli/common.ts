@@ -3,7 +3,7 @@
 import { closeSync, existsSync, fsyncSync, linkSync, openSync, renameSync, rmSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
-import { ConfigError, DEFAULTS, loadConfig, resolvePaths } from "../config.ts";
+import { ConfigError, DEFAULTS, loadConfig, resolvePaths, secretOnCommandLine } from "../config.ts";
 import { openEventLogReader, type EventLogReader } from "../log/event-log.ts";
 import type { LabelledSecret } from "../verify/signature.ts";
 
@@ -54,9 +54,8 @@ export const HELP_OPTION = { help: { type: "boolean", short: "h" } } as const;
  * the wrong place); `--secret VALUE` and friends get the reason they are refused.
  */
 export function parse<const O extends ParseArgsOptionsConfig>(argv: string[], options: O, allowPositionals = false) {
-  if (argv.some((arg) => /^--(secret|secrets|query-token|token)(=|$)/.test(arg))) {
-    throw new UsageError("secrets are never taken on the command line: use --secret-file, --secrets-file or ICR_RECEIVER_SECRET");
-  }
+  const secret = secretOnCommandLine(argv);
+  if (secret !== null) throw new UsageError(secret);
   try {
     return parseArgs({ args: argv, options, strict: true, allowPositionals });
   } catch (error) {

@@ -1,5 +1,5 @@
 // Turning events into text: a table for people, NDJSON for programs. Pure functions, no I/O.
-import { eventJson, type DeliveryView, type EventView } from "../log/query.ts";
+import { eventJson, type DeliveryView, type EventView } from "../log/event-log.ts";
 
 /** Control characters (a payload can hold anything) shown escaped, so a table cannot drive the terminal. */
 export function printable(value: string): string {

@@ -17,6 +17,7 @@ export type { Appended, Rejection } from "./append.ts";
 export { APPEND_ONLY_TRIGGERS, type CheckReport } from "./check.ts";
 export { LogWriteError, type CommitStats } from "./group-commit.ts";
 export { eventJson, pageJson, type DeliveryView, type EventFilter, type EventView } from "./query.ts";
+export { FILTER_DEFAULTS, FILTER_PARAMETERS, FilterError, parseEventFilter, type FilterValues } from "./filter.ts";
 export type { RequestFacts } from "./row.ts";
 
 /** One page of events, and the cursor of the next page (null on the last one). */
