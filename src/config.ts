@@ -88,7 +88,7 @@ export function secretOnCommandLine(argv: readonly string[]): string | null {
     : null;
 }
 
-export function parseFlags(argv: string[]): Partial<Record<Setting, string>> {
+function parseFlags(argv: string[]): Partial<Record<Setting, string>> {
   const options = Object.fromEntries(
     Object.keys(VALUE_SETTINGS).map((name) => [name, { type: "string" as const }]),
   ) as Record<Setting, { type: "string" }>;
@@ -113,7 +113,7 @@ export function resolvePaths(flags: { "data-dir"?: string; db?: string }, env: E
   return { dataDir, databasePath: resolve(pick("db", flags, env) ?? join(dataDir, DEFAULTS.databaseFile)) };
 }
 
-export function parsePort(value: string, setting = "--port / ICR_RECEIVER_PORT"): number {
+function parsePort(value: string, setting = "--port / ICR_RECEIVER_PORT"): number {
   const port = /^\d{1,5}$/.test(value) ? Number(value) : NaN;
   if (!(port >= 0 && port <= 65535)) throw new ConfigError(`${setting}: "${value}" is not a port number (0-65535)`);
   return port;
@@ -210,7 +210,7 @@ function generateCredential(path: string): string {
   return value;
 }
 
-export interface LoadedConfig {
+interface LoadedConfig {
   config: Config;
   /** What a first start did, for the operator (paths only, never values). */
   notices: string[];

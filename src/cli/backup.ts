@@ -33,7 +33,7 @@ Options:
 
 ${DATABASE_HELP}`;
 
-export interface BackupStats {
+interface BackupStats {
   file: string;
   bytes: number;
   events: number;
@@ -41,7 +41,7 @@ export interface BackupStats {
   seconds: number;
 }
 
-export function formatBackupSummary(stats: BackupStats): string {
+function formatBackupSummary(stats: BackupStats): string {
   return `backup: ${stats.file}, ${formatBytes(stats.bytes)}, ${plural(stats.events, "event")}, ${plural(stats.deliveries, "delivery", "deliveries")} in ${formatSeconds(stats.seconds)}`;
 }
 

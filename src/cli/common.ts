@@ -20,7 +20,7 @@ export const EXIT = {
   config: 78,
 } as const;
 
-export const EXIT_HELP = `Exit status:
+const EXIT_HELP = `Exit status:
   0   success
   1   check or verification failed, non-2xx answer, or the operation failed (e.g. database unreadable)
   2   usage error (unknown option, bad value, missing or unusable FILE argument)

@@ -52,14 +52,14 @@ ${FILTER_HELP}
 
 ${DATABASE_HELP}`;
 
-export interface ExportStats {
+interface ExportStats {
   events: number;
   deliveries: number | null;
   bytes: number;
   seconds: number;
 }
 
-export function formatExportSummary(stats: ExportStats, destination: string): string {
+function formatExportSummary(stats: ExportStats, destination: string): string {
   const parts = [plural(stats.events, "event")];
   if (stats.deliveries !== null) parts.push(plural(stats.deliveries, "delivery", "deliveries"));
   return `export: ${parts.join(", ")}, ${formatBytes(stats.bytes)} in ${formatSeconds(stats.seconds)} to ${destination}`;

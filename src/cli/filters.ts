@@ -35,7 +35,7 @@ export const PAGE_HELP = `  --limit N                events per page, 1-${FILTER
   --after ID               the cursor of the previous page (the last id it showed)`;
 
 type StringOption = Exclude<keyof typeof FILTER_OPTIONS | keyof typeof PAGE_OPTIONS, "parsed" | "unparsed">;
-export type FilterOptionValues = Partial<Record<StringOption, string>> & { parsed?: boolean; unparsed?: boolean };
+type FilterOptionValues = Partial<Record<StringOption, string>> & { parsed?: boolean; unparsed?: boolean };
 
 /** The EventFilter these options ask for; a wrong one is a usage error naming its option. */
 export function toFilter({ parsed, unparsed, ...strings }: FilterOptionValues, now: Date = new Date()): EventFilter {

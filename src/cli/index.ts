@@ -10,8 +10,6 @@ import { sendCommand } from "./send.ts";
 import { tailCommand } from "./tail.ts";
 import { verifyCommand } from "./verify.ts";
 
-export type { Command } from "./common.ts";
-export { EXIT } from "./common.ts";
 
 export const commands: Record<string, Command> = {
   migrate: migrateCommand,

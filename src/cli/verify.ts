@@ -28,7 +28,7 @@ Options:
 
 ${SECRET_HELP}`;
 
-export type Verdict =
+type Verdict =
   | {
       valid: true;
       label: string;
@@ -62,7 +62,7 @@ export function verdict(body: Uint8Array, signature: string, secrets: readonly L
   };
 }
 
-export function formatVerdict(result: Verdict): string {
+function formatVerdict(result: Verdict): string {
   if (!result.valid) return `invalid: ${result.reason}\n`;
   return [
     `valid: signed with the secret labelled "${result.label}"`,

@@ -8,7 +8,7 @@ const digest = (value: string) => createHash("sha256").update(value, "utf8").dig
  * Whether an Authorization header carries `Bearer <token>`. Both sides are hashed first so the
  * comparison takes the same time whatever the length of what was sent.
  */
-export function bearerMatches(authorization: string | null, token: string): boolean {
+function bearerMatches(authorization: string | null, token: string): boolean {
   // The scheme is case-insensitive (RFC 9110, 11.1).
   const match = /^Bearer (.+)$/i.exec(authorization ?? "");
   const given = digest(match?.[1] ?? "");

@@ -27,7 +27,7 @@ function describeInvalid(error: ValidationError): string {
   return parameter ? `invalid parameter: ${parameter}` : "invalid parameter";
 }
 
-export interface ErrorHandlingOptions {
+interface ErrorHandlingOptions {
   /** Called with errors nobody meant to throw; the client only sees "internal_error". */
   onUnexpected: (error: unknown) => void;
   /** Called with every error answer, for the request log. */

@@ -23,7 +23,7 @@ function refuseUnknownParameters(request: Request): void {
 
 const json = (text: string) => new Response(text, { headers: { "content-type": "application/json" } });
 
-export interface EventsApiOptions {
+interface EventsApiOptions {
   events: EventReader;
   queryToken: string;
   /** Called for every successful answer, for the request log. */

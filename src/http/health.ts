@@ -2,7 +2,7 @@
 // nothing about the data, only whether the receiver can take a delivery.
 import { Elysia } from "elysia";
 
-export interface HealthOptions {
+interface HealthOptions {
   /** Whether the log can take a delivery now. */
   writable: () => boolean;
 }

@@ -98,7 +98,7 @@ export class ReceiverMetrics {
   }
 }
 
-export interface MetricsOptions {
+interface MetricsOptions {
   metrics: ReceiverMetrics;
   databaseBytes: () => number;
   queryToken: string;

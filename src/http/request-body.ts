@@ -13,7 +13,7 @@ import { kMaxLength } from "node:buffer";
 import zlib from "node:zlib";
 
 /** A `Content-Encoding` this module undoes (`x-gzip` is reported as `gzip`). */
-export type ContentCoding = "gzip" | "deflate" | "br";
+type ContentCoding = "gzip" | "deflate" | "br";
 
 /**
  * The body, or why it was refused. A refusal is the client's fault, never an exception.

@@ -24,7 +24,7 @@ export type DeliveryOutcome =
     }
   | { accepted: false; status: number; reason: string; message: string; detail?: string };
 
-export interface WebhookOptions {
+interface WebhookOptions {
   path: string;
   secrets: readonly LabelledSecret[];
   bodyLimit: number;

@@ -46,7 +46,7 @@ export function chainHash(previous: string, row: readonly unknown[]): string {
   return new Bun.CryptoHasher("sha256").update(input).digest("hex");
 }
 
-export type ChainCheck =
+type ChainCheck =
   | { ok: true; table: ChainedTable; rows: number }
   | { ok: false; table: ChainedTable; rows: number; firstBadId: number };
 

@@ -15,7 +15,7 @@ export interface EventLogDatabase {
   busyTimeoutMs: number;
 }
 
-export interface OpenOptions {
+interface OpenOptions {
   /** How long a write waits for a lock held by another process before it fails (ms). */
   busyTimeoutMs?: number;
   /** Apply pending migrations (the main thread does; the writer thread opens a migrated log). */

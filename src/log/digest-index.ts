@@ -7,7 +7,7 @@ const EMPTY = 0; // event ids start at 1
 const MAX_LOAD = 0.75;
 
 /** The full hex digest of an event, read from the log by id. */
-export type DigestOf = (eventId: number) => string | null;
+type DigestOf = (eventId: number) => string | null;
 
 export class DigestIndex {
   private prefixes: Uint32Array;

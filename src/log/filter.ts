@@ -5,7 +5,7 @@ import type { EventFilter } from "./query.ts";
 
 /** Every parameter, as GET /events names it (the CLI's options have the same names). */
 export const FILTER_PARAMETERS = ["event", "installation", "organization", "since", "until", "parsed", "limit", "order", "after"] as const;
-export type FilterParameter = (typeof FILTER_PARAMETERS)[number];
+type FilterParameter = (typeof FILTER_PARAMETERS)[number];
 export type FilterValues = Partial<Record<FilterParameter, string>>;
 
 export const FILTER_DEFAULTS = { limit: 50, maxLimit: 1000, order: "desc" } as const;
@@ -32,7 +32,7 @@ const INTEGER = /^\d{1,9}$/;
  * An ISO-8601 time or an age (90s, 15m, 2h, 7d) in the log's own format: UTC ISO-8601 with
  * milliseconds, so that string order is time order.
  */
-export function parseTime(value: string, now: Date = new Date()): string | null {
+function parseTime(value: string, now: Date = new Date()): string | null {
   const age = AGE.exec(value);
   if (age) return new Date(now.getTime() - Number(age[1]) * UNIT_MS[age[2] as keyof typeof UNIT_MS]).toISOString();
   if (!ISO_TIME.test(value)) return null;

@@ -19,7 +19,7 @@ interface Pending {
 
 export class LogWriteError extends Error {}
 
-export interface GroupCommitOptions extends WriterOptions {
+interface GroupCommitOptions extends WriterOptions {
   /** URL of writer-worker.ts, resolved by the caller (see src/app.ts for why). */
   workerUrl: string;
 }

@@ -40,8 +40,3 @@ export function redactCredentials(headers: Record<string, string>): Record<strin
   for (const name of CREDENTIAL_HEADERS) if (Object.hasOwn(headers, name)) headers[name] = REDACTED;
   return headers;
 }
-
-/** How many of these stored headers are unredacted credentials (for `check`). */
-export function unredactedCredentials(headers: Record<string, string>): number {
-  return CREDENTIAL_HEADERS.filter((name) => Object.hasOwn(headers, name) && headers[name] !== REDACTED).length;
-}

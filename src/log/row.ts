@@ -18,7 +18,7 @@ function isObject(value: unknown): value is Record<string, unknown> {
 }
 
 /** The columns the log indexes, read from the signed payload (never from the envelope). */
-export interface EventFacts {
+interface EventFacts {
   /** Null for an unparsed payload. */
   event: string | null;
   unparsedReason: UnparsedReason | null;

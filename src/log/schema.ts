@@ -130,4 +130,3 @@ export const rejections = sqliteTable(
 );
 
 export type EventRow = typeof events.$inferSelect;
-export type DeliveryRow = typeof deliveries.$inferSelect;

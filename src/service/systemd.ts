@@ -7,7 +7,7 @@ import { dlopen, FFIType, read } from "bun:ffi";
 
 type Env = Record<string, string | undefined>;
 
-export interface NotifyOptions {
+interface NotifyOptions {
   /** Where NOTIFY_SOCKET, WATCHDOG_USEC and WATCHDOG_PID are read; tests pass their own. */
   env?: Env;
   /** Called with the reason when a message could not be sent although NOTIFY_SOCKET is set. */
