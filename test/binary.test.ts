@@ -1,21 +1,28 @@
-// The shipped artefact: `bun run build` makes one executable that runs alone from an empty directory.
+// The shipped artefact: `npm run build` makes one executable that runs alone from an empty directory.
+// The test builds its own copy, with the package.json script's flags and a later `--outfile` (bun
+// takes the last one) into a new temporary directory: it never writes, nor reads, the repository's
+// dist/, which operators and the bench build at the same time.
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { copyFileSync, existsSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { fixture } from "./support/fixtures.ts";
 import { REPO, spawnReceiver } from "./support/process.ts";
 import { tempDir } from "./support/server.ts";
 
-const built = join(REPO, "dist", "icr-receiver");
 let dir: string;
 let binary: string;
 
 beforeAll(() => {
-  const build = Bun.spawnSync(["bun", "run", "build"], { cwd: REPO, stdout: "pipe", stderr: "pipe" });
-  if (build.exitCode !== 0) throw new Error(`build failed: ${build.stderr.toString()}`);
   dir = tempDir("icr-binary-");
   binary = join(dir, "icr-receiver");
-  copyFileSync(built, binary);
+  const build = Bun.spawnSync([process.execPath, "run", "build", "--outfile", binary], {
+    cwd: REPO,
+    stdout: "pipe",
+    stderr: "pipe",
+  });
+  if (build.exitCode !== 0) throw new Error(`build failed: ${build.stderr.toString()}`);
+  // Had the script's own --outfile won, the binary would be in dist/ and not here.
+  if (!existsSync(binary)) throw new Error(`the build did not write ${binary}: ${build.stderr.toString()}`);
 }, 120_000);
 
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
