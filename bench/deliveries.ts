@@ -6,6 +6,7 @@
 // the receiver would count a repeat as a duplicate, which is not a real insert.
 import { closeSync, fsyncSync, openSync, writeSync } from "node:fs";
 import { join } from "node:path";
+import { signDelivery, type SignedDelivery as SignedIcrDelivery } from "../src/verify/sign-delivery.ts";
 
 export const EVENTS = [
   "warehouseTransaction",
@@ -32,14 +33,10 @@ export interface DeliverySpec {
   n: number;
 }
 
-export interface SignedDelivery {
+/** signDelivery's signedData, body (the payload's fields plus signedData) and signature header value. */
+export interface SignedDelivery extends Pick<SignedIcrDelivery, "signedData" | "body" | "signature"> {
   /** The compact JSON payload, exactly as signed (signedData is its base64). */
   payload: string;
-  signedData: string;
-  /** The HTTP body: the payload's fields plus signedData. */
-  body: string;
-  /** The x-icr-signature-256 header value. */
-  signature: string;
 }
 
 const pick = <T>(values: readonly T[], n: number): T => values[n % values.length]!;
@@ -82,10 +79,8 @@ export function payloadJson({ event, organization, uid, n }: DeliverySpec): stri
 /** One signed delivery; `secret` is the webhook secret (HMAC key). */
 export function signedDelivery(spec: DeliverySpec, secret: string): SignedDelivery {
   const payload = payloadJson(spec);
-  const signedData = Buffer.from(payload, "utf8").toString("base64");
-  const signature = "sha256=" + new Bun.CryptoHasher("sha256", secret).update(signedData).digest("hex");
-  // The payload's fields, then signedData: the text of JSON.stringify({ ...payload, signedData }).
-  const body = `${payload.slice(0, -1)},"signedData":"${signedData}"}`;
+  // ICR's own body: the payload's fields, then signedData.
+  const { signedData, body, signature } = signDelivery(payload, secret);
   return { payload, signedData, body, signature };
 }
 

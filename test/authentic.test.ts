@@ -5,7 +5,7 @@ import fc from "fast-check";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { brotliCompressSync, deflateSync, gzipSync } from "node:zlib";
-import { sign } from "../src/verify/signature.ts";
+import { signDelivery } from "../src/verify/sign-delivery.ts";
 import { FIXTURE_SECRET } from "./support/fixtures.ts";
 import { REPO } from "./support/process.ts";
 import { rawRequest, requestHead } from "./support/raw-http.ts";
@@ -31,8 +31,7 @@ const port = () => Number(new URL(server.url).port);
 
 /** A body as ICR might frame signed data it got wrong: the bytes, base64-encoded, signed. */
 function signedBytes(data: Uint8Array, envelope: Record<string, unknown> = {}) {
-  const signedData = Buffer.from(data).toString("base64");
-  return { signedData, body: JSON.stringify({ ...envelope, signedData }), headers: { "x-icr-signature-256": sign(FIXTURE_SECRET, signedData) } };
+  return signDelivery(data, FIXTURE_SECRET, { envelope });
 }
 
 describe("any signed data is stored", () => {
@@ -65,8 +64,7 @@ describe("any signed data is stored", () => {
   test("any string as signedData, base64 or not, signed: 202 and stored; a repeat is a duplicate", async () => {
     await fc.assert(
       fc.asyncProperty(fc.string({ maxLength: 200, unit: "binary" }), async (signedData) => {
-        const body = JSON.stringify({ signedData });
-        const headers = { "x-icr-signature-256": sign(FIXTURE_SECRET, signedData) };
+        const { body, headers } = signDelivery({ signedData }, FIXTURE_SECRET);
         const first = await server.post(body, headers);
         expect(first.status).toBe(202);
         // It may repeat an earlier one: "\t" and "" carry the same (empty) bytes.
@@ -87,10 +85,10 @@ describe("any signed data is stored", () => {
         fc.uint8Array({ maxLength: 300 }),
         fc.oneof(fc.constant(null), fc.string({ maxLength: 80 }), fc.constant("not the secret")),
         async (data, secretOrSignature) => {
-          const signedData = Buffer.from(data).toString("base64");
-          const signature = secretOrSignature === "not the secret" ? sign(secretOrSignature, signedData) : secretOrSignature;
+          const forged = signDelivery(data, "not the secret", { envelope: {} });
+          const signature = secretOrSignature === "not the secret" ? forged.signature : secretOrSignature;
           const headers: Record<string, string> = signature === null ? {} : { "x-icr-signature-256": signature };
-          const response = await server.post(JSON.stringify({ signedData }), headers);
+          const response = await server.post(forged.body, headers);
           // A random string can be a valid signature only by finding an HMAC: it is not.
           expect(response.status).toBe(403);
         },
@@ -101,14 +99,14 @@ describe("any signed data is stored", () => {
   }, 60_000);
 
   test.each([
-    ["not_base64", "%%% not base64 %%%", null],
-    ["not_utf8", Buffer.from([0xff, 0xfe, 0x00, 0x80]).toString("base64"), null],
-    ["not_json", Buffer.from("this is not json").toString("base64"), "this is not json"],
-    ["not_an_object", Buffer.from("[1,2,3]").toString("base64"), "[1,2,3]"],
-    ["no_event", Buffer.from('{"installation":{"id":"inst-u","organization":{"id":"org-u"}}}').toString("base64"), '{"installation":{"id":"inst-u","organization":{"id":"org-u"}}}'],
-  ])("%s: stored unparsed, visible in GET /events (parsed=false) and GET /events/:id", async (reason, signedData, text) => {
-    const body = JSON.stringify({ event: "installed", signedData });
-    const response = await server.post(body, { "x-icr-signature-256": sign(FIXTURE_SECRET, signedData) });
+    ["not_base64", { signedData: "%%% not base64 %%%" }, null],
+    ["not_utf8", new Uint8Array([0xff, 0xfe, 0x00, 0x80]), null],
+    ["not_json", "this is not json", "this is not json"],
+    ["not_an_object", "[1,2,3]", "[1,2,3]"],
+    ["no_event", '{"installation":{"id":"inst-u","organization":{"id":"org-u"}}}', '{"installation":{"id":"inst-u","organization":{"id":"org-u"}}}'],
+  ] as const)("%s: stored unparsed, visible in GET /events (parsed=false) and GET /events/:id", async (reason, signed, text) => {
+    const { body, headers } = signDelivery(signed, FIXTURE_SECRET, { envelope: { event: "installed" } });
+    const response = await server.post(body, headers);
     expect(response.status).toBe(202);
     const { id } = await response.json();
     expect(eventRow(id)).toMatchObject({ event: null, unparsed_reason: reason, payload: text });
@@ -139,8 +137,9 @@ describe("any signed data is stored", () => {
     expect((await (await server.query(`/events/${id}`)).json()).deliveries[0].rawBody).toBe(`\uFEFF${d.body}`);
 
     const payload = JSON.stringify({ event: "suspended", padding: "x".repeat(300) });
-    const mime = Buffer.from(payload).toString("base64").replace(/.{76}/g, "$&\r\n");
-    const wrapped = await server.post(JSON.stringify({ signedData: mime }), { "x-icr-signature-256": sign(FIXTURE_SECRET, mime), "content-type": "text/plain" });
+    const mime = signDelivery(payload, FIXTURE_SECRET).signedData.replace(/.{76}/g, "$&\r\n");
+    const signedMime = signDelivery({ signedData: mime }, FIXTURE_SECRET);
+    const wrapped = await server.post(signedMime.body, { ...signedMime.headers, "content-type": "text/plain" });
     expect(wrapped.status).toBe(202);
     expect(eventRow((await wrapped.json()).id)).toMatchObject({ event: "suspended", payload });
 

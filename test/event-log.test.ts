@@ -11,7 +11,7 @@ import { closeDatabase, openDatabase } from "../src/log/database.ts";
 import { bundledMigrations, migrate, migrationSql } from "../src/log/migrations.ts";
 import { runChecks } from "../src/log/check.ts";
 import { batchAppender } from "../src/log/append.ts";
-import { sign } from "../src/verify/signature.ts";
+import { signDelivery } from "../src/verify/sign-delivery.ts";
 import { acceptedDelivery } from "./support/accepted-delivery.ts";
 import { FIXTURE_SECRET } from "./support/fixtures.ts";
 import { signedDelivery, startServer, tempDir, type TestServer } from "./support/server.ts";
@@ -212,8 +212,8 @@ describe("inspection with sqlite3 -readonly while the server writes", () => {
       expect((await server.post(d.body, d.headers)).status).toBe(202);
     }
     // And one authentic delivery whose signed data is not JSON: stored unparsed.
-    const notJson = Buffer.from("this is not json").toString("base64");
-    expect((await server.post(JSON.stringify({ signedData: notJson }), { "x-icr-signature-256": sign(FIXTURE_SECRET, notJson) })).status).toBe(202);
+    const notJson = signDelivery("this is not json", FIXTURE_SECRET, { envelope: {} });
+    expect((await server.post(notJson.body, notJson.headers)).status).toBe(202);
     const path = server.config.databasePath;
     // A reader holding a read transaction does not block the writer (WAL).
     const reader = Bun.spawn(["sqlite3", "-readonly", path], { stdin: "pipe", stdout: "pipe" });

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import fc from "fast-check";
 import { eventFacts } from "../src/log/row.ts";
 import { canonicalBody, parseEnvelope } from "../src/verify/delivery.ts";
-import { sign } from "../src/verify/signature.ts";
+import { signDelivery } from "../src/verify/sign-delivery.ts";
 import { verifyDelivery } from "../src/verify/verify-delivery.ts";
 import { FIXTURE_SECRET } from "./support/fixtures.ts";
 import { rawRequest, requestHead, type RawResponse } from "./support/raw-http.ts";
@@ -60,16 +60,16 @@ const payloadText = fc
 const envelopeStyle = fc.constantFrom("canonical", "bare", "hostile-copy", "reordered");
 
 function deliveryOf(text: string, style: string) {
-  const signedData = Buffer.from(text).toString("base64");
+  const signed = signDelivery(text, FIXTURE_SECRET, style === "bare" ? { envelope: {} } : {});
+  const { signedData, signature } = signed;
+  // The hostile and reordered envelopes are written by hand: JSON.stringify would not produce them.
   const body =
-    style === "canonical"
-      ? `${text.slice(0, -1)},"signedData":"${signedData}"}`
+    style === "canonical" || style === "bare"
+      ? signed.body
       : style === "hostile-copy"
         ? `{"__proto__":{"polluted":"yes"},"constructor":{"prototype":{"polluted":"yes"}},"event":"forged","signedData":"${signedData}"}`
-        : style === "reordered"
-          ? `{"signedData":"${signedData}",${text.slice(1)}`
-          : `{"signedData":"${signedData}"}`;
-  return { text, signedData, body, signature: sign(FIXTURE_SECRET, signedData) };
+        : `{"signedData":"${signedData}",${text.slice(1)}`;
+  return { text, signedData, body, signature };
 }
 
 /** What JSON.parse, the receiver's only JSON reader, makes of a payload: the model's oracle. */
@@ -278,8 +278,8 @@ describe("verification alone, at volume", () => {
     const payload = bytes(d.payloadText);
     fc.assert(
       fc.property(fc.nat(payload.length), fc.constantFrom(...INVALID_UTF8), (at, insert) => {
-        const signedData = Buffer.from(splice(payload, at, insert)).toString("base64");
-        const result = verifyDelivery(bytes(`{"signedData":"${signedData}"}`), sign(FIXTURE_SECRET, signedData), SECRETS);
+        const signed = signDelivery(splice(payload, at, insert), FIXTURE_SECRET, { envelope: {} });
+        const result = verifyDelivery(bytes(signed.body), signed.signature, SECRETS);
         expect(result.ok && !result.payload.parsed && result.payload.reason).toBe("not_utf8");
       }),
       { numRuns: 500 },
@@ -298,7 +298,7 @@ describe("verification alone, at volume", () => {
         const reordered = verifyDelivery(bytes(deliveryOf(text, "reordered").body), d.signature, SECRETS);
         expect(reordered.ok && !reordered.envelopeMismatch).toBe(true);
         // Unsigned, or not JSON: refused, not thrown.
-        expect(verifyDelivery(bytes(d.body), sign("another secret", d.signedData), SECRETS)).toMatchObject({ ok: false, reason: "invalid_signature" });
+        expect(verifyDelivery(bytes(d.body), signDelivery({ signedData: d.signedData }, "another secret").signature, SECRETS)).toMatchObject({ ok: false, reason: "invalid_signature" });
         expect(verifyDelivery(bytes(`{"x":${deep}`), d.signature, SECRETS)).toMatchObject({ ok: false, reason: "invalid_body" });
       }
     }
@@ -410,7 +410,7 @@ describe("a listening receiver under generated hostile input", () => {
       const d = deliveryOf(text, "bare");
       const before = rowCounts(server);
       // Unsigned, or broken: refused.
-      await expectRefusal(await server.post(d.body, { "x-icr-signature-256": sign("not the secret", d.signedData) }), 403, "invalid_signature");
+      await expectRefusal(await server.post(d.body, signDelivery({ signedData: d.signedData }, "not the secret").headers), 403, "invalid_signature");
       await expectRefusal(await server.post(`{"signedData":${deep}}`, { "x-icr-signature-256": d.signature }), 400, "missing_signed_data");
       await expectRefusal(await server.post(deep, { "x-icr-signature-256": d.signature }), 400, deep.startsWith("[") ? "invalid_body" : "missing_signed_data");
       await expectRefusal(await server.post(d.body.slice(0, -2), { "x-icr-signature-256": d.signature }), 400, "invalid_body");
@@ -481,7 +481,7 @@ describe("a listening receiver under generated hostile input", () => {
     expectNoPollution();
     // Unsigned, the same keys are refused and change nothing either.
     const before = rowCounts(server);
-    await expectRefusal(await server.post(d.body, { "x-icr-signature-256": sign("nope", d.signedData) }), 403, "invalid_signature");
+    await expectRefusal(await server.post(d.body, signDelivery({ signedData: d.signedData }, "nope").headers), 403, "invalid_signature");
     await expectRefusal(await server.post('{"__proto__":{"signedData":"e30="},"constructor":{"prototype":{"signedData":"e30="}}}'), 400, "missing_signed_data");
     expect(rowCounts(server)).toEqual(before);
     expectNoPollution();

@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { batchAppender, REJECTIONS_KEPT } from "../src/log/append.ts";
 import { closeDatabase, openDatabase } from "../src/log/database.ts";
 import { RejectionLimiter } from "../src/http/rejection-limit.ts";
-import { sign } from "../src/verify/signature.ts";
+import { signDelivery } from "../src/verify/sign-delivery.ts";
 import { signedDelivery, startServer, tempDir, type TestServer } from "./support/server.ts";
 
 let server: TestServer | undefined;
@@ -97,8 +97,8 @@ describe("rate limiting refusals", () => {
     // A body that is no delivery at all is a refusal, limited the same way.
     expect((await server.post('{"event":"installed"}')).status).toBe(429);
     // A valid signature over a payload that is not an event is authentic: stored, even now.
-    const unparsed = Buffer.from("[]").toString("base64");
-    const response = await server.post(JSON.stringify({ signedData: unparsed }), { "x-icr-signature-256": sign("It's a Secret to Everybody", unparsed) });
+    const unparsed = signDelivery("[]", "It's a Secret to Everybody", { envelope: {} });
+    const response = await server.post(unparsed.body, unparsed.headers);
     expect(response.status).toBe(202);
   });
 });

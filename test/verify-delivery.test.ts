@@ -1,17 +1,17 @@
 // verifyDelivery: the canonical-body shortcut must give exactly what the general path gives.
 import { describe, expect, test } from "bun:test";
 import { canonicalBody } from "../src/verify/delivery.ts";
-import { sign } from "../src/verify/signature.ts";
+import { signDelivery } from "../src/verify/sign-delivery.ts";
 import { verifyDelivery } from "../src/verify/verify-delivery.ts";
 import { FIXTURE_SECRET, loadFixtures } from "./support/fixtures.ts";
 
 const secrets = [{ label: "default", secret: FIXTURE_SECRET }];
 const bytes = (text: string) => new TextEncoder().encode(text);
 
-function delivery(payloadText: string, envelope?: string) {
-  const signedData = Buffer.from(payloadText).toString("base64");
-  const body = envelope ?? `${payloadText.slice(0, -1)},"signedData":"${signedData}"}`;
-  return { body, signature: sign(FIXTURE_SECRET, signedData), signedData };
+/** ICR's delivery of `payloadText`, or the same signedData and signature in a hand-written `body`. */
+function delivery(payloadText: string, body?: string) {
+  const signed = signDelivery(payloadText, FIXTURE_SECRET);
+  return { body: body ?? signed.body, signature: signed.signature, signedData: signed.signedData };
 }
 
 describe("verifyDelivery", () => {
@@ -46,15 +46,18 @@ describe("verifyDelivery", () => {
     const unpadded = signedData.replace(/=+$/, "");
     // Another base64 alphabet, no padding, a space: each signed as sent, each accepted, none canonical.
     const others = [
-      delivery(payload, `${payload.slice(0, -1)},"signedData":"${urlSafe}"}`),
-      delivery(payload, `${payload.slice(0, -1)},"signedData":"${unpadded}"}`),
+      signDelivery({ signedData: urlSafe }, FIXTURE_SECRET, { envelope: JSON.parse(payload) }),
+      signDelivery({ signedData: unpadded }, FIXTURE_SECRET, { envelope: JSON.parse(payload) }),
       delivery(payload, `${payload.slice(0, -1)}, "signedData":"${signedData}"}`),
     ];
     expect(urlSafe).not.toBe(signedData);
     expect(unpadded).not.toBe(signedData);
+    expect(others[0]!.body).toBe(`${payload.slice(0, -1)},"signedData":"${urlSafe}"}`);
+    expect(others[1]!.body).toBe(`${payload.slice(0, -1)},"signedData":"${unpadded}"}`);
     for (const [i, other] of others.entries()) {
       const sent = i === 0 ? urlSafe : i === 1 ? unpadded : signedData;
-      const result = verifyDelivery(bytes(other.body), sign(FIXTURE_SECRET, sent), secrets);
+      expect(other.signature).toBe(signDelivery({ signedData: sent }, FIXTURE_SECRET).signature);
+      const result = verifyDelivery(bytes(other.body), other.signature, secrets);
       expect(result.ok && result.canonical).toBe(false);
       expect(result.ok && result.payload.text).toBe(payload);
     }
@@ -88,7 +91,8 @@ describe("verifyDelivery", () => {
     const own = delivery(withOwn);
     const result = verifyDelivery(bytes(own.body), own.signature, secrets);
     expect(result.ok && result.envelopeMismatch).toBe(false);
-    const empty = delivery("{}");
+    // `{}` spliced as if it had members: `{,"signedData":…}` is not JSON (ICR would send `{"signedData":"e30="}`).
+    const empty = delivery("{}", '{,"signedData":"e30="}');
     const rejected = verifyDelivery(bytes(empty.body), empty.signature, secrets);
     expect(!rejected.ok && rejected.reason).toBe("invalid_body");
   });
@@ -97,7 +101,7 @@ describe("verifyDelivery", () => {
     const { body } = delivery('{"event":"installed"}');
     expect(verifyDelivery(bytes(body), null, secrets)).toMatchObject({ ok: false, reason: "missing_signature" });
     expect(verifyDelivery(bytes(body), "", secrets)).toMatchObject({ ok: false, reason: "missing_signature" });
-    expect(verifyDelivery(bytes(body), sign("other", "x"), secrets)).toMatchObject({ ok: false, reason: "invalid_signature" });
+    expect(verifyDelivery(bytes(body), signDelivery({ signedData: "x" }, "other").signature, secrets)).toMatchObject({ ok: false, reason: "invalid_signature" });
   });
 
   test("the shortcut and the general path agree on generated deliveries", () => {

@@ -4,7 +4,7 @@ import { Database } from "bun:sqlite";
 import { connect } from "node:net";
 import { brotliCompressSync } from "node:zlib";
 import { canonicalBody } from "../src/verify/delivery.ts";
-import { sign } from "../src/verify/signature.ts";
+import { signDelivery } from "../src/verify/sign-delivery.ts";
 import { FIXTURE_SECRET, fixture, loadFixtures } from "./support/fixtures.ts";
 import { signedDelivery, startServer, type TestServer } from "./support/server.ts";
 
@@ -77,7 +77,9 @@ describe("answers, in the specified order", () => {
     await expectError(await server.post('{"signedData":"e30="}', { "x-icr-signature-256": "sha256=00" }), 403, "invalid_signature");
     expect(count("events") + count("deliveries")).toBe(0);
     // Signed, but not an event (`{}` has no string event): stored unparsed, never refused.
-    const unparsed = await server.post('{"signedData":"e30="}', { "x-icr-signature-256": sign(FIXTURE_SECRET, "e30=") });
+    const empty = signDelivery("{}", FIXTURE_SECRET);
+    expect(empty.body).toBe('{"signedData":"e30="}');
+    const unparsed = await server.post(empty.body, empty.headers);
     expect(unparsed.status).toBe(202);
     expect([count("events"), count("deliveries")]).toEqual([1, 1]);
   });
@@ -206,11 +208,8 @@ describe("what is stored", () => {
     expect(urlSafe).not.toBe(d.signedData);
     const first = await (await server.post(d.body, d.headers)).json();
     const again = await (await server.post(d.body, d.headers)).json();
-    const other = await (
-      await server.post(JSON.stringify({ ...d.payload, event: "tampered", signedData: urlSafe }), {
-        "x-icr-signature-256": sign(FIXTURE_SECRET, urlSafe),
-      })
-    ).json();
+    const tampered = signDelivery({ signedData: urlSafe }, FIXTURE_SECRET, { envelope: { ...d.payload, event: "tampered" } });
+    const other = await (await server.post(tampered.body, tampered.headers)).json();
     expect(first).toEqual({ id: 1, duplicate: false });
     expect(again).toEqual({ id: 1, duplicate: true });
     expect(other).toEqual({ id: 1, duplicate: true });

@@ -1,5 +1,6 @@
-// Built-in sample payloads, one per documented event name, shaped like real deliveries
-// (/work/shared/icr-webhooks.md). Fresh timestamps (and transaction ids) make each one distinct.
+// Built-in sample payloads, one per documented event name, shaped like real deliveries and like the
+// example payload of ICR's webhook documentation. Fresh timestamps (and transaction ids) make each
+// one distinct.
 import { randomUUID } from "node:crypto";
 
 export const SAMPLE_EVENTS = [

@@ -1,7 +1,8 @@
 // `icr-receiver send`: sign a payload as ICR does and POST it, to test an installation end to end.
 import { readFileSync } from "node:fs";
 import pkg from "../../package.json";
-import { SIGNATURE_HEADER, sign } from "../verify/signature.ts";
+import { signDelivery } from "../verify/sign-delivery.ts";
+import { SIGNATURE_HEADER } from "../verify/signature.ts";
 import { CliError, command, EXIT, HELP_OPTION, loadSecrets, parse, positiveInteger, SECRET_HELP, SECRET_OPTIONS, UsageError } from "./common.ts";
 import { isSampleEvent, SAMPLE_EVENTS, samplePayload } from "./samples.ts";
 
@@ -41,17 +42,6 @@ Options:
   --dry-run                print the request instead of sending it
 
 ${SECRET_HELP}`;
-
-export interface SignedRequest {
-  body: string;
-  signature: string;
-}
-
-/** The delivery ICR would send for `payload` under `secret`. Pure. */
-export function signDelivery(payload: Record<string, unknown>, secret: string): SignedRequest {
-  const signedData = Buffer.from(JSON.stringify(payload), "utf8").toString("base64");
-  return { body: JSON.stringify({ ...payload, signedData }), signature: sign(secret, signedData) };
-}
 
 function readPayload(path: string): Record<string, unknown> {
   let text: string;
@@ -110,8 +100,9 @@ export const sendCommand = command("send", "sign a payload or built-in sample an
   if (chosen === undefined) {
     throw new UsageError(`--label: no secret labelled "${values.label}" (configured: ${secrets.map((s) => s.label).join(", ")})`);
   }
-  const { body, signature } = signDelivery(payload, chosen.secret);
-  const headers = { "content-type": "application/json", [SIGNATURE_HEADER]: signature };
+  // ICR's own body: the compact payload JSON with its signedData appended.
+  const { body, headers: signature } = signDelivery(JSON.stringify(payload), chosen.secret);
+  const headers = { "content-type": "application/json", ...signature };
 
   if (values["dry-run"]) {
     const lines = [`POST ${url.href}`, ...Object.entries(headers).map(([name, value]) => `${name}: ${value}`), "", body];
