@@ -1,17 +1,21 @@
 #!/bin/sh
 # The tools the test suite uses beyond Bun, installed from Debian's packages only when missing
 # (npm runs this before `npm test`; safe to run every time):
-#   sqlite3          (sqlite3)  the log is inspected with Debian's sqlite3 CLI, as operators do
-#   systemd-analyze  (systemd)  test/systemd.test.ts verifies deploy/icr-receiver.service
-#   python3          (python3)  test/systemd.test.ts listens on a real NOTIFY_SOCKET
+#   sqlite3          (sqlite3)     the log is inspected with Debian's sqlite3 CLI, as operators do
+#   systemd-analyze  (systemd)     test/systemd.test.ts verifies deploy/icr-receiver.service
+#   python3          (python3)     test/systemd.test.ts listens on a real NOTIFY_SOCKET
+#   promtool         (prometheus)  test/alerts.test.ts checks and unit-tests deploy/alerts.yml
 # systemd-analyze verify works without systemd as PID 1 (containers included): the package is only
-# needed for the tool and the stock units (multi-user.target, …) the unit refers to.
+# needed for the tool and the stock units (multi-user.target, …) the unit refers to. Likewise
+# prometheus is only needed for promtool; where systemd is PID 1, Debian also enables and starts its
+# server (on :9090): `systemctl disable --now prometheus` if unwanted. Containers do not start it.
 set -eu
 
 missing=""
 command -v sqlite3 >/dev/null 2>&1 || missing="$missing sqlite3"
 command -v systemd-analyze >/dev/null 2>&1 || missing="$missing systemd"
 command -v python3 >/dev/null 2>&1 || missing="$missing python3"
+command -v promtool >/dev/null 2>&1 || missing="$missing prometheus"
 [ -z "$missing" ] && exit 0
 
 if [ "$(id -u)" -ne 0 ]; then
