@@ -3,8 +3,11 @@
 import { Elysia } from "elysia";
 import pkg from "../package.json";
 import type { Config } from "./config.ts";
-import type { EventLog } from "./log/event-log.ts";
+import { openEventLog, type EventLog } from "./log/event-log.ts";
+import { startForwarding, type Forwarding } from "./forward/forwarding.ts";
+import { openForwardProgress, type ForwardProgress } from "./forward/progress.ts";
 import { errorHandling } from "./http/errors.ts";
+import { forwardApi } from "./http/forward.ts";
 import { eventsApi } from "./http/events.ts";
 import { health } from "./http/health.ts";
 import { metricsEndpoint, ReceiverMetrics } from "./http/metrics.ts";
@@ -15,6 +18,8 @@ export interface AppOptions {
   logger?: Logger;
   /** Where the deliveries are counted; give the same instance the log reports its commits to. */
   metrics?: ReceiverMetrics;
+  /** Forwarding's progress, when destinations are configured: its API and metrics. */
+  forwardProgress?: ForwardProgress;
   /**
    * Seconds Bun gives a request body before it closes the connection: a trickle (under about
    * 16 KB/s) does not restart the timer, so a client that sends its body byte by byte is cut off.
@@ -31,7 +36,7 @@ export interface AppOptions {
 export function createApp(
   config: Config,
   log: EventLog,
-  { logger = silentLogger, metrics = new ReceiverMetrics(pkg.version), idleTimeoutSeconds = 10 }: AppOptions = {},
+  { logger = silentLogger, metrics = new ReceiverMetrics(pkg.version), forwardProgress, idleTimeoutSeconds = 10 }: AppOptions = {},
 ) {
   const pathOf = (request: Request) => new URL(request.url).pathname;
 
@@ -91,6 +96,75 @@ export function createApp(
         onServed: (request) => logger("info", "request", { method: request.method, path: pathOf(request), status: 200 }),
       }),
     )
-    .use(metricsEndpoint({ metrics, databaseBytes: () => log.sizeBytes(), queryToken: config.queryToken }));
+    .use(
+      metricsEndpoint({
+        metrics,
+        scrape: () => ({ databaseBytes: log.sizeBytes(), commitFailing: log.commitFailing, forwarding: forwardProgress?.status() ?? [] }),
+        queryToken: config.queryToken,
+      }),
+    );
+  if (forwardProgress !== undefined) app.use(forwardApi({ progress: forwardProgress, queryToken: config.queryToken }));
   return { app, close: () => app.stop() };
+}
+
+export interface ReceiverOptions extends AppOptions {
+  /** How long a write waits for a lock another process holds before it fails (ms). */
+  busyTimeoutMs?: number;
+}
+
+/**
+ * The whole receiver over `config`: its event log, forwarding when destinations are configured,
+ * and the app (not yet listening). `close` stops it in order: no new requests, every one in flight
+ * answered, forwarding's requests settled, the log closed.
+ */
+export async function startReceiver(config: Config, { logger = silentLogger, busyTimeoutMs, ...options }: ReceiverOptions = {}) {
+  const metrics = options.metrics ?? new ReceiverMetrics(pkg.version);
+  let forwarding: Forwarding | undefined;
+  const log = await openEventLog(config.databasePath, {
+    busyTimeoutMs,
+    redact: [config.queryToken],
+    onCommit: (stats) => {
+      metrics.commit(stats);
+      forwarding?.poke();
+    },
+  });
+  const forwardProgress = config.forwarding === null ? undefined : openForwardProgress(config.databasePath, config.forwarding.destinations);
+  try {
+    if (config.forwarding !== null) {
+      forwarding = await startForwarding(config.databasePath, config.forwarding, {
+        busyTimeoutMs,
+        userAgent: `icr-receiver/${pkg.version}`,
+        onAttempt: (attempt) => {
+          metrics.forwardAttempt(attempt);
+          if (attempt.outcome === "delivered") return;
+          // One line per failed attempt: the destination, the event, what went wrong; never a body or a secret.
+          const { destination, eventId, attempt: n, status, error, replay } = attempt;
+          const dead = attempt.outcome === "dead";
+          logger(dead ? "error" : "warn", dead ? "forward dead letter" : "forward attempt failed", {
+            destination,
+            eventId,
+            attempt: n,
+            ...(status !== null && { status }),
+            error,
+            ...(replay && { replay }),
+          });
+        },
+      });
+    }
+  } catch (error) {
+    forwardProgress?.close();
+    await log.close();
+    throw error;
+  }
+  const { app, close } = createApp(config, log, { ...options, logger, metrics, forwardProgress });
+  return {
+    app,
+    log,
+    async close() {
+      await close();
+      await forwarding?.stop();
+      forwardProgress?.close();
+      await log.close();
+    },
+  };
 }

@@ -19,6 +19,30 @@ export interface Config {
   rejectionLimit: number;
   /** Share the port with another receiver (SO_REUSEPORT), for an upgrade without a gap. */
   reusePort: boolean;
+  /** Where each event is forwarded to, and how; null when no destination is configured. */
+  forwarding: ForwardingConfig | null;
+}
+
+/** One destination of forwarding: every event, or only those named in `events`. */
+export interface Destination {
+  name: string;
+  url: string;
+  /** Event names to forward (null: every event, unparsed ones included). */
+  events: string[] | null;
+}
+
+export interface ForwardingConfig {
+  destinations: Destination[];
+  /** Standard Webhooks secrets (`whsec_…`): every request is signed with each, for rotation. */
+  secrets: string[];
+  timeoutMs: number;
+  /** The first retry's delay; then doubling with full jitter, up to maxBackoffMs. */
+  backoffMs: number;
+  maxBackoffMs: number;
+  /** After this long since its receipt, an event that never got through is a dead letter. */
+  maxAgeMs: number;
+  /** Requests in flight per destination. */
+  concurrency: number;
 }
 
 /** Invalid configuration: the message names the setting and never contains a secret. */
@@ -39,6 +63,13 @@ const VALUE_SETTINGS = {
   "secret-file": "ICR_RECEIVER_SECRET_FILE",
   "secrets-file": "ICR_RECEIVER_SECRETS_FILE",
   "query-token-file": "ICR_RECEIVER_QUERY_TOKEN_FILE",
+  "forward-url": "ICR_RECEIVER_FORWARD_URL",
+  "forwards-file": "ICR_RECEIVER_FORWARDS_FILE",
+  "forward-secret-file": "ICR_RECEIVER_FORWARD_SECRET_FILE",
+  "forward-timeout": "ICR_RECEIVER_FORWARD_TIMEOUT",
+  "forward-backoff": "ICR_RECEIVER_FORWARD_BACKOFF",
+  "forward-max-age": "ICR_RECEIVER_FORWARD_MAX_AGE",
+  "forward-concurrency": "ICR_RECEIVER_FORWARD_CONCURRENCY",
 } as const;
 type Setting = keyof typeof VALUE_SETTINGS;
 
@@ -50,6 +81,11 @@ export const DEFAULTS = {
   databaseFile: "icr-receiver.db",
   bodyLimit: 1024 * 1024,
   rejectionLimit: 120,
+  forwardTimeout: "10s",
+  forwardBackoff: "5s",
+  forwardMaxBackoff: "1h",
+  forwardMaxAge: "3d",
+  forwardConcurrency: 8,
 };
 
 /** File names looked up in $CREDENTIALS_DIRECTORY and in the data directory. */
@@ -57,6 +93,7 @@ export const CREDENTIAL_FILES = {
   secret: "webhook-secret",
   secrets: "webhook-secrets",
   queryToken: "query-token",
+  forwardSecret: "forward-secret",
 };
 
 export const OPTIONS_HELP = `Options (each also read from the environment variable shown):
@@ -72,7 +109,18 @@ export const OPTIONS_HELP = `Options (each also read from the environment variab
   --secrets-file FILE      label=secret lines        ICR_RECEIVER_SECRETS_FILE
   --query-token-file FILE  bearer token for queries  ICR_RECEIVER_QUERY_TOKEN_FILE (or ICR_RECEIVER_QUERY_TOKEN=value)
 Without any of these, secrets come from $CREDENTIALS_DIRECTORY/{${CREDENTIAL_FILES.secret},${CREDENTIAL_FILES.secrets},${CREDENTIAL_FILES.queryToken}},
-then from the same files in the data directory; a first start generates them there.`;
+then from the same files in the data directory; a first start generates them there.
+
+Forwarding every event to your app (off unless a destination is given):
+  --forward-url URL        one destination, "default" ICR_RECEIVER_FORWARD_URL
+  --forwards-file FILE     name=url [events=a,b] lines ICR_RECEIVER_FORWARDS_FILE
+  --forward-secret-file F  whsec_ secrets, one a line ICR_RECEIVER_FORWARD_SECRET_FILE (or ICR_RECEIVER_FORWARD_SECRET=value;
+                           else ${CREDENTIAL_FILES.forwardSecret} in $CREDENTIALS_DIRECTORY or the data directory, generated there)
+  --forward-timeout D      per request               ICR_RECEIVER_FORWARD_TIMEOUT (default ${DEFAULTS.forwardTimeout})
+  --forward-backoff D      first retry delay         ICR_RECEIVER_FORWARD_BACKOFF (default ${DEFAULTS.forwardBackoff}; doubling, jittered, up to ${DEFAULTS.forwardMaxBackoff})
+  --forward-max-age D      then a dead letter        ICR_RECEIVER_FORWARD_MAX_AGE (default ${DEFAULTS.forwardMaxAge})
+  --forward-concurrency N  requests in flight/dest.  ICR_RECEIVER_FORWARD_CONCURRENCY (default ${DEFAULTS.forwardConcurrency})
+A duration D is a whole number and a unit: ms, s, m, h or d (250ms, 10s, 3d).`;
 
 function describe(setting: Setting): string {
   return `--${setting} / ${VALUE_SETTINGS[setting]}`;
@@ -83,7 +131,7 @@ function describe(setting: Setting): string {
  * a value on the command line ends up in shell history and in `ps`. The refusal to give, or null.
  */
 export function secretOnCommandLine(argv: readonly string[]): string | null {
-  return argv.some((arg) => /^--(secret|secrets|query-token|token)(=|$)/.test(arg))
+  return argv.some((arg) => /^--(secret|secrets|query-token|token|forward-secret)(=|$)/.test(arg))
     ? "secrets are never taken on the command line: use --secret-file, --secrets-file, --query-token-file or the environment"
     : null;
 }
@@ -127,6 +175,73 @@ export function parseSize(value: string, setting = describe("body-limit")): numb
     throw new ConfigError(`${setting}: "${value}" is not a size between 1 byte and 128MiB (e.g. 1048576, 512KiB, 1MiB)`);
   }
   return bytes;
+}
+
+const DURATION_UNITS_MS = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
+
+/** A duration such as 250ms, 10s, 5m, 1h or 3d, in milliseconds (at least 1 ms). */
+export function parseDuration(value: string, setting: string): number {
+  const match = /^(\d{1,9})(ms|s|m|h|d)$/.exec(value.trim());
+  const ms = match ? Number(match[1]) * DURATION_UNITS_MS[match[2] as keyof typeof DURATION_UNITS_MS] : NaN;
+  if (!(ms >= 1)) throw new ConfigError(`${setting}: "${value}" is not a duration (a whole number and ms, s, m, h or d: 10s, 3d)`);
+  return ms;
+}
+
+const DESTINATION_NAME = /^[a-z0-9][a-z0-9_-]{0,63}$/;
+
+function destinationUrl(text: string, where: string): string {
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    throw new ConfigError(`${where}: not a URL`);
+  }
+  if (url.protocol !== "http:" && url.protocol !== "https:") throw new ConfigError(`${where}: not an http or https URL`);
+  // A URL's userinfo is a credential: it would show in status output and logs.
+  if (url.username !== "" || url.password !== "") throw new ConfigError(`${where}: credentials in the URL are not accepted`);
+  return url.href;
+}
+
+/**
+ * `name=url [events=a,b]` lines: a destination each (names: lower-case letters, digits, - and _,
+ * up to 64), optionally only the events named; blank lines and `#` comments ignored.
+ */
+export function parseForwardsFile(text: string, source: string): Destination[] {
+  const destinations: Destination[] = [];
+  text.split(/\r?\n/).forEach((line, index) => {
+    const where = `${source}: line ${index + 1}`;
+    if (line.trim() === "" || line.trimStart().startsWith("#")) return;
+    const [first = "", ...options] = line.trim().split(/\s+/);
+    const equals = first.indexOf("=");
+    const name = equals < 0 ? "" : first.slice(0, equals);
+    if (!DESTINATION_NAME.test(name)) throw new ConfigError(`${where} is not of the form name=url [events=a,b] (names: a-z, 0-9, - and _)`);
+    if (destinations.some((d) => d.name === name)) throw new ConfigError(`${where} repeats the destination "${name}"`);
+    let events: string[] | null = null;
+    for (const option of options) {
+      const match = /^events=(.+)$/.exec(option);
+      if (!match) throw new ConfigError(`${where}: unknown option (only events=a,b is known)`);
+      events = match[1]!.split(",").filter((e) => e !== "");
+      if (events.length === 0) throw new ConfigError(`${where}: events= names no event`);
+    }
+    destinations.push({ name, url: destinationUrl(first.slice(equals + 1), where), events });
+  });
+  if (destinations.length === 0) throw new ConfigError(`${source}: no name=url line`);
+  return destinations;
+}
+
+const WHSEC = /^whsec_([A-Za-z0-9+/]+={0,2})$/;
+
+/** `whsec_` + base64 of at least 24 bytes, one a line (several: each request is signed with each). */
+export function parseForwardSecrets(text: string, source: string): string[] {
+  const secrets = text.split(/\r?\n/).map((line) => line.trim()).filter((line) => line !== "" && !line.startsWith("#"));
+  if (secrets.length === 0) throw new ConfigError(`${source}: no whsec_ secret`);
+  secrets.forEach((secret, index) => {
+    const match = WHSEC.exec(secret);
+    if (!match || Buffer.from(match[1]!, "base64").length < 24) {
+      throw new ConfigError(`${source}: secret ${index + 1} is not whsec_ followed by the base64 of at least 24 bytes`);
+    }
+  });
+  return secrets;
 }
 
 function readSecretFile(path: string, setting: string): string {
@@ -208,6 +323,71 @@ function generateCredential(path: string): string {
   const value = randomBytes(32).toString("base64url");
   writeFileSync(path, value + "\n", { mode: 0o600, flag: "wx" });
   return value;
+}
+
+/** The forwarding destinations, as `serve` reads them (no secret needed); null when none is configured. */
+export function loadDestinations(flags: { "forward-url"?: string; "forwards-file"?: string }, env: Env): Destination[] | null {
+  const url = pick("forward-url", flags, env);
+  const file = pick("forwards-file", flags, env);
+  if (url !== undefined && file !== undefined) {
+    throw new ConfigError(`${describe("forward-url")} and ${describe("forwards-file")}: give one of them, not both`);
+  }
+  if (url !== undefined) return [{ name: "default", url: destinationUrl(url, describe("forward-url")), events: null }];
+  if (file !== undefined) return parseForwardsFile(readSecretFile(file, describe("forwards-file")), `${describe("forwards-file")} (${file})`);
+  return null;
+}
+
+/** The forwarding settings, or null when no destination is configured. */
+function forwardingConfig(
+  flags: Partial<Record<Setting, string>>,
+  env: Env,
+  dataDir: string,
+  defaultDataDir: boolean,
+  generateMissing: boolean,
+  notices: string[],
+): ForwardingConfig | null {
+  const destinations = loadDestinations(flags, env);
+  if (destinations === null) return null;
+  const duration = (setting: Setting, fallback: string) => parseDuration(pick(setting, flags, env) ?? fallback, describe(setting));
+  const concurrencyValue = pick("forward-concurrency", flags, env);
+  const concurrency = concurrencyValue === undefined ? DEFAULTS.forwardConcurrency : /^\d{1,4}$/.test(concurrencyValue) ? Number(concurrencyValue) : NaN;
+  if (!(concurrency >= 1 && concurrency <= 1000)) {
+    throw new ConfigError(`${describe("forward-concurrency")}: "${concurrencyValue}" is not a whole number from 1 to 1000`);
+  }
+
+  const secretFile = (path: string, setting: string) => parseForwardSecrets(readSecretFile(path, setting), `${setting} (${path})`);
+  let secrets: string[] | undefined;
+  if (flags["forward-secret-file"] !== undefined) secrets = secretFile(flags["forward-secret-file"], "--forward-secret-file");
+  else if (env.ICR_RECEIVER_FORWARD_SECRET !== undefined) secrets = parseForwardSecrets(env.ICR_RECEIVER_FORWARD_SECRET, "ICR_RECEIVER_FORWARD_SECRET");
+  else if (env.ICR_RECEIVER_FORWARD_SECRET_FILE !== undefined) secrets = secretFile(env.ICR_RECEIVER_FORWARD_SECRET_FILE, "ICR_RECEIVER_FORWARD_SECRET_FILE");
+  else {
+    for (const [name, dir] of [["$CREDENTIALS_DIRECTORY", env.CREDENTIALS_DIRECTORY], [`data directory ${dataDir}`, dataDir]] as const) {
+      const path = dir === undefined ? undefined : join(dir, CREDENTIAL_FILES.forwardSecret);
+      if (path !== undefined && existsSync(path)) {
+        secrets = secretFile(path, name);
+        break;
+      }
+    }
+  }
+  if (secrets === undefined) {
+    if (!generateMissing) throw new ConfigError("no forwarding secret configured (ICR_RECEIVER_FORWARD_SECRET or --forward-secret-file)");
+    if (defaultDataDir) mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+    else if (!existsSync(dataDir)) throw new ConfigError(`${describe("data-dir")}: ${dataDir} does not exist (is its volume mounted?)`);
+    const path = join(dataDir, CREDENTIAL_FILES.forwardSecret);
+    const secret = `whsec_${randomBytes(32).toString("base64")}`;
+    writeFileSync(path, secret + "\n", { mode: 0o600, flag: "wx" });
+    secrets = [secret];
+    notices.push(`generated a forwarding secret in ${path} (mode 0600): your app verifies every forwarded request with it`);
+  }
+  return {
+    destinations,
+    secrets,
+    timeoutMs: duration("forward-timeout", DEFAULTS.forwardTimeout),
+    backoffMs: duration("forward-backoff", DEFAULTS.forwardBackoff),
+    maxBackoffMs: parseDuration(DEFAULTS.forwardMaxBackoff, "the largest retry delay"),
+    maxAgeMs: duration("forward-max-age", DEFAULTS.forwardMaxAge),
+    concurrency,
+  };
 }
 
 interface LoadedConfig {
@@ -304,8 +484,9 @@ export function loadConfig(argv: string[], env: Env, { generateMissing = true } 
   }
   if (secrets === undefined) throw new ConfigError("no webhook secret configured (ICR_RECEIVER_SECRET, --secret-file or --secrets-file)");
   if (queryToken === undefined) throw new ConfigError("no query token configured (ICR_RECEIVER_QUERY_TOKEN or --query-token-file)");
+  const forwarding = forwardingConfig(flags, env, dataDir, defaultDataDir, generateMissing, notices);
   return {
-    config: { host, port, webhookPath, dataDir, databasePath, secrets, queryToken, bodyLimit, rejectionLimit, reusePort },
+    config: { host, port, webhookPath, dataDir, databasePath, secrets, queryToken, bodyLimit, rejectionLimit, reusePort, forwarding },
     notices,
     defaultDataDir,
   };

@@ -1,11 +1,9 @@
 // The executable: `icr-receiver [serve] [options]`. Exports nothing (a compiled entry must not).
 import { mkdirSync, readFileSync } from "node:fs";
 import pkg from "../package.json";
-import { createApp } from "./app.ts";
+import { startReceiver } from "./app.ts";
 import { commands, COMMANDS_HELP } from "./cli/index.ts";
 import { ConfigError, loadConfig, OPTIONS_HELP } from "./config.ts";
-import { ReceiverMetrics } from "./http/metrics.ts";
-import { openEventLog, type EventLog } from "./log/event-log.ts";
 import { jsonLogger } from "./logger.ts";
 import { notifyReady, notifyStopping, startWatchdog } from "./service/systemd.ts";
 
@@ -47,18 +45,17 @@ async function serve(argv: string[]): Promise<void> {
     logger("warn", "port sharing is on but net.ipv4.tcp_migrate_req is not 1: connections queued on a receiver that stops are reset instead of handed over");
   }
 
-  const metrics = new ReceiverMetrics(pkg.version);
-  let log: EventLog;
+  let receiver: Awaited<ReturnType<typeof startReceiver>>;
   try {
-    log = await openEventLog(config.databasePath, { redact: [config.queryToken], onCommit: (stats) => metrics.commit(stats) });
+    receiver = await startReceiver(config, { logger });
   } catch (error) {
     fail(`cannot open the event log ${config.databasePath}: ${(error as Error).message}`);
   }
-  const { app, close } = createApp(config, log, { logger, metrics });
+  const { app } = receiver;
   try {
     app.listen({ hostname: config.host, port: config.port });
   } catch (error) {
-    await log.close();
+    await receiver.close();
     fail(`cannot listen on ${config.host}:${config.port}: ${(error as Error).message}`);
   }
   const port = app.server!.port;
@@ -72,8 +69,7 @@ async function serve(argv: string[]): Promise<void> {
     notifyStopping(undefined, notifyOptions);
     logger("info", "stopping", { signal });
     // Stops accepting, then waits for every request in flight: each 202 is committed before it is sent.
-    await close();
-    await log.close();
+    await receiver.close();
     logger("info", "stopped", { signal });
     logger.flush();
     process.exit(0);
@@ -87,6 +83,7 @@ async function serve(argv: string[]): Promise<void> {
     webhookPath: config.webhookPath,
     database: config.databasePath,
     secretLabels: config.secrets.map((s) => s.label),
+    ...(config.forwarding && { forwardingTo: config.forwarding.destinations.map((d) => d.name) }),
   });
   // Type=notify: ready only now, listening on a migrated log with the graceful stop in place.
   notifyReady(`listening on ${config.host}:${port}`, notifyOptions);

@@ -132,7 +132,7 @@ describe("slow clients", () => {
       const config = testConfig(dataDir);
       const logs: { level: string; msg: string; reason?: unknown }[] = [];
       const logger: Logger = Object.assign((level: string, msg: string, fields: Record<string, unknown> = {}) => void logs.push({ level, msg, ...fields }), { flush() {} });
-      const receiver = await startApp(config, {}, { logger, idleTimeoutSeconds: 2 });
+      const receiver = await startApp(config, { logger, idleTimeoutSeconds: 2 });
       const port = receiver.port;
       try {
         const slow = signedDelivery();

@@ -5,6 +5,7 @@ import { checkCommand } from "./check.ts";
 import type { Command } from "./common.ts";
 import { eventsCommand } from "./events.ts";
 import { exportCommand } from "./export.ts";
+import { forwardCommand } from "./forward.ts";
 import { migrateCommand } from "./migrate.ts";
 import { sendCommand } from "./send.ts";
 import { tailCommand } from "./tail.ts";
@@ -18,6 +19,7 @@ export const commands: Record<string, Command> = {
   tail: tailCommand,
   export: exportCommand,
   backup: backupCommand,
+  forward: forwardCommand,
   verify: verifyCommand,
   send: sendCommand,
 };

@@ -46,6 +46,17 @@ class Histogram {
 const gauge = (name: string, help: string, value: number) => `# HELP ${name} ${help}\n# TYPE ${name} gauge\n${name} ${value}\n`;
 
 const LATENCY_BUCKETS = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
+const FORWARD_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
+
+/** What the metrics read from the log and from forwarding at each scrape. */
+export interface ScrapedState {
+  databaseBytes: number;
+  commitFailing: boolean;
+  forwarding: readonly { name: string; pending: number; deadLetters: number; oldestUndeliveredAgeSeconds: number | null }[];
+}
+
+const labelledGauge = (name: string, help: string, values: [Record<string, string>, number][]) =>
+  `# HELP ${name} ${help}\n# TYPE ${name} gauge\n${values.map(([labels, value]) => `${name}${labelText(labels)} ${value}\n`).join("")}`;
 
 export class ReceiverMetrics {
   readonly accepted = new Counter("icr_receiver_deliveries_accepted_total", "Deliveries answered 202 (stored), by the label of the secret that verified them.");
@@ -56,9 +67,19 @@ export class ReceiverMetrics {
   readonly requestSeconds = new Histogram("icr_receiver_delivery_duration_seconds", "Time from a delivery's arrival to its answer.", LATENCY_BUCKETS);
   readonly commitSeconds = new Histogram("icr_receiver_commit_duration_seconds", "Time the writer thread spent on one durable commit.", LATENCY_BUCKETS);
   readonly batchRows = new Histogram("icr_receiver_commit_batch_size", "Deliveries stored by one commit.", [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]);
+  readonly forwardAttempts = new Counter("icr_receiver_forward_attempts_total", "Requests to a forwarding destination, by outcome (dead: the attempt after which the event became a dead letter).");
+  readonly forwardDelivered = new Counter("icr_receiver_forward_delivered_total", "Events a destination answered with a 2xx, replays included.");
+  readonly forwardSeconds = new Histogram("icr_receiver_forward_request_duration_seconds", "Time of one forwarding request, to its answer or its failure.", FORWARD_BUCKETS);
   private lastAccepted = 0;
+  private readonly startedAt = Date.now() / 1000;
 
   constructor(private readonly version: string) {}
+
+  forwardAttempt({ destination, outcome, seconds }: { destination: string; outcome: string; seconds: number }): void {
+    this.forwardAttempts.inc({ destination, outcome });
+    if (outcome === "delivered") this.forwardDelivered.inc({ destination });
+    this.forwardSeconds.observe(seconds);
+  }
 
   delivery(
     outcome:
@@ -80,7 +101,7 @@ export class ReceiverMetrics {
     this.commitSeconds.observe(seconds);
   }
 
-  render(databaseBytes: number): string {
+  render({ databaseBytes, commitFailing, forwarding }: ScrapedState): string {
     return [
       `# HELP icr_receiver_build_info The running version.\n# TYPE icr_receiver_build_info gauge\nicr_receiver_build_info{version="${escape(this.version)}"} 1\n`,
       this.accepted.render(),
@@ -93,18 +114,30 @@ export class ReceiverMetrics {
       this.batchRows.render(),
       gauge("icr_receiver_database_size_bytes", "Size of the event log file and its write-ahead log.", databaseBytes),
       gauge("icr_receiver_last_accepted_delivery_timestamp_seconds", "Unix time of the last accepted delivery (0: none since start).", this.lastAccepted),
+      gauge("icr_receiver_start_time_seconds", "Unix time the receiver started.", this.startedAt),
+      gauge("icr_receiver_log_commit_failing", "1 while the last commit of the event log failed (disk full, lock held), else 0.", commitFailing ? 1 : 0),
       gauge("icr_receiver_resident_memory_bytes", "Resident set size of the process.", process.memoryUsage().rss),
+      ...(forwarding.length === 0
+        ? []
+        : [
+            this.forwardAttempts.render(),
+            this.forwardDelivered.render(),
+            this.forwardSeconds.render(),
+            labelledGauge("icr_receiver_forward_lag_events", "Events in the log not yet delivered (or dead-lettered) to a destination.", forwarding.map((d) => [{ destination: d.name }, d.pending])),
+            labelledGauge("icr_receiver_forward_dead_letters", "Dead letters of a destination, not yet replayed.", forwarding.map((d) => [{ destination: d.name }, d.deadLetters])),
+            labelledGauge("icr_receiver_forward_oldest_undelivered_age_seconds", "Age of the oldest event not yet delivered to a destination (0: none).", forwarding.map((d) => [{ destination: d.name }, Math.round(d.oldestUndeliveredAgeSeconds ?? 0)])),
+          ]),
     ].join("");
   }
 }
 
 interface MetricsOptions {
   metrics: ReceiverMetrics;
-  databaseBytes: () => number;
+  scrape: () => ScrapedState;
   queryToken: string;
 }
 
-export const metricsEndpoint = ({ metrics, databaseBytes, queryToken }: MetricsOptions) =>
+export const metricsEndpoint = ({ metrics, scrape, queryToken }: MetricsOptions) =>
   new Elysia({ name: "metrics" })
     .use(bearerAuth(queryToken))
-    .get("/metrics", () => new Response(metrics.render(databaseBytes()), { headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" } }));
+    .get("/metrics", () => new Response(metrics.render(scrape()), { headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" } }));

@@ -50,6 +50,8 @@ export interface EventLog extends EventReader {
   recordRejection(rejection: Rejection): void;
   /** Whether a delivery can be taken now: the last commit did not fail and the write lock is free. */
   writable(): boolean;
+  /** Whether the last commit failed (a full disk, a lock held too long): cleared by the next success. */
+  readonly commitFailing: boolean;
   /** Bytes of the log's file and its write-ahead log. */
   sizeBytes(): number;
   /** Commits what is queued, ends the writer thread and closes the log. */
@@ -111,6 +113,9 @@ export async function openEventLog(path: string, { busyTimeoutMs = 5000, redact 
     recordRejection: (rejection) => writer.recordRejection(rejection),
     // A full disk lets BEGIN IMMEDIATE through, not the commit: the writer's last answer counts too.
     writable: () => !writer.failing && lockFree(database),
+    get commitFailing() {
+      return writer.failing;
+    },
     sizeBytes: () => fileSize(path) + fileSize(`${path}-wal`),
     async close() {
       await writer.close();

@@ -8,6 +8,7 @@ import appendOnly from "../../drizzle/0001_append_only.sql" with { type: "text" 
 import digestIndexCanonicalBody from "../../drizzle/0002_digest_index_canonical_body.sql" with { type: "text" };
 import eventKeys from "../../drizzle/0003_event_keys.sql" with { type: "text" };
 import unparsedEvents from "../../drizzle/0004_unparsed_events.sql" with { type: "text" };
+import forwarding from "../../drizzle/0005_forwarding.sql" with { type: "text" };
 
 /** Every migration's SQL by journal tag; a test checks that it matches the journal exactly. */
 export const migrationSql: Record<string, string> = {
@@ -16,6 +17,7 @@ export const migrationSql: Record<string, string> = {
   "0002_digest_index_canonical_body": digestIndexCanonicalBody,
   "0003_event_keys": eventKeys,
   "0004_unparsed_events": unparsedEvents,
+  "0005_forwarding": forwarding,
 };
 
 export interface Migration {

@@ -2,7 +2,7 @@
 // json_extract works, timestamps as ISO-8601 UTC text (lexical order is time order).
 // Both tables are append-only: the triggers that enforce it live in a custom migration in drizzle/.
 import { sql } from "drizzle-orm";
-import { index, integer, real, sqliteTable, text } from "drizzle-orm/sqlite-core";
+import { index, integer, primaryKey, real, sqliteTable, text } from "drizzle-orm/sqlite-core";
 
 /**
  * One row per distinct signed payload: what ICR told us happened. An authentic delivery whose
@@ -127,6 +127,65 @@ export const rejections = sqliteTable(
     bodySha256: text("body_sha256"),
   },
   (table) => [index("rejections_seq").on(table.seq)],
+);
+
+// Forwarding (src/forward/): how far each destination has got through the log. Not part of the
+// append-only log: rows change as events are delivered. Times are Unix milliseconds.
+
+/** One row per destination that has ever been configured. */
+export const forwardDestinations = sqliteTable("forward_destinations", {
+  name: text("name").primaryKey(),
+  /** Every event up to this id has been handed to its installation's lane (or did not match). */
+  discoveredThrough: integer("discovered_through").notNull(),
+  /** Events delivered (a 2xx), replays included. */
+  delivered: integer("delivered").notNull(),
+});
+
+/**
+ * The events of one installation (`installation` "" for those without one) are delivered in log
+ * order: a lane holds the last one that is done (delivered or dead) and the state of the next.
+ * Only lanes with events left to send have a row.
+ */
+export const forwardLanes = sqliteTable(
+  "forward_lanes",
+  {
+    destination: text("destination").notNull(),
+    installation: text("installation").notNull(),
+    /** The last event of this installation that is done. */
+    through: integer("through").notNull(),
+    /** Failed attempts at the next event, and when it is tried again. */
+    attempts: integer("attempts").notNull(),
+    nextAttemptAt: integer("next_attempt_at").notNull(),
+    lastError: text("last_error"),
+  },
+  (table) => [primaryKey({ columns: [table.destination, table.installation] })],
+);
+
+/** Events that never got through within the maximum age, until they are replayed. */
+export const forwardDeadLetters = sqliteTable(
+  "forward_dead_letters",
+  {
+    destination: text("destination").notNull(),
+    eventId: integer("event_id").notNull(),
+    attempts: integer("attempts").notNull(),
+    lastError: text("last_error").notNull(),
+    deadAt: integer("dead_at").notNull(),
+  },
+  (table) => [primaryKey({ columns: [table.destination, table.eventId] })],
+);
+
+/** Events asked to be sent again (`forward replay`), outside their lane's order. */
+export const forwardReplays = sqliteTable(
+  "forward_replays",
+  {
+    destination: text("destination").notNull(),
+    eventId: integer("event_id").notNull(),
+    requestedAt: integer("requested_at").notNull(),
+    attempts: integer("attempts").notNull(),
+    nextAttemptAt: integer("next_attempt_at").notNull(),
+    lastError: text("last_error"),
+  },
+  (table) => [primaryKey({ columns: [table.destination, table.eventId] })],
 );
 
 export type EventRow = typeof events.$inferSelect;

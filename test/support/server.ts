@@ -2,12 +2,11 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createApp, type AppOptions } from "../../src/app.ts";
+import { startReceiver, type ReceiverOptions } from "../../src/app.ts";
 import type { Config } from "../../src/config.ts";
-import { ReceiverMetrics } from "../../src/http/metrics.ts";
 import { openDatabase, type EventLogDatabase } from "../../src/log/database.ts";
-import { openEventLog, type EventLog, type EventLogOptions } from "../../src/log/event-log.ts";
-import { sign } from "../../src/verify/signature.ts";
+import type { EventLog } from "../../src/log/event-log.ts";
+import { signDelivery } from "../../src/verify/sign-delivery.ts";
 import { FIXTURE_SECRET } from "./fixtures.ts";
 
 export const QUERY_TOKEN = "test-query-token-0123456789";
@@ -44,6 +43,7 @@ export function testConfig(dataDir: string, overrides: Partial<Config> = {}): Co
     // Tests send many refused deliveries from one address on purpose; the limiter has its own test.
     rejectionLimit: 0,
     reusePort: false,
+    forwarding: null,
     ...overrides,
   };
 }
@@ -59,26 +59,17 @@ export interface TestServer {
   stop(): Promise<void>;
 }
 
-/** The receiver as main.ts builds it, over its own log in `config`; `close` ends both. */
-export async function startApp(config: Config, logOptions: EventLogOptions = {}, appOptions: AppOptions = {}) {
-  const metrics = new ReceiverMetrics("test");
-  const log = await openEventLog(config.databasePath, { redact: [config.queryToken], onCommit: (stats) => metrics.commit(stats), ...logOptions });
-  const { app, close } = createApp(config, log, { metrics, ...appOptions });
-  app.listen({ hostname: "127.0.0.1", port: 0 });
-  return {
-    log,
-    port: app.server!.port!,
-    async close() {
-      await close();
-      await log.close();
-    },
-  };
+/** The receiver as main.ts builds it, over its own log in `config`, listening on a free loopback port. */
+export async function startApp(config: Config, options: ReceiverOptions = {}) {
+  const receiver = await startReceiver(config, options);
+  receiver.app.listen({ hostname: "127.0.0.1", port: 0 });
+  return { ...receiver, port: receiver.app.server!.port! };
 }
 
-export async function startServer(overrides: Partial<Config> = {}, logOptions: EventLogOptions = {}): Promise<TestServer> {
+export async function startServer(overrides: Partial<Config> = {}, options: ReceiverOptions = {}): Promise<TestServer> {
   const dataDir = tempDir();
   const config = testConfig(dataDir, overrides);
-  const { log, port, close } = await startApp(config, logOptions);
+  const { log, port, close } = await startApp(config, options);
   const database = openDatabase(config.databasePath, { migrate: false });
   const url = `http://127.0.0.1:${port}`;
   return {
@@ -112,7 +103,6 @@ export function signedDelivery(
     ...payload,
   };
   const payloadText = JSON.stringify(full);
-  const signedData = Buffer.from(payloadText).toString("base64");
-  const body = JSON.stringify({ ...(envelope ?? full), signedData });
-  return { payload: full, payloadText, signedData, body, headers: { "x-icr-signature-256": sign(secret, signedData) } };
+  const { signedData, body, headers } = signDelivery(payloadText, secret, { envelope });
+  return { payload: full, payloadText, signedData, body, headers };
 }

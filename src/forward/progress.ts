@@ -1,0 +1,184 @@
+// What an operator asks of forwarding, read from (and, for a replay, written to) the forward_*
+// tables: how far each destination is, its dead letters, and replays. Used by the CLI on the file
+// and by the receiver's HTTP API and metrics alike; the forwarder picks replays up within a second.
+import type { Database, SQLQueryBindings } from "bun:sqlite";
+import type { Destination } from "../config.ts";
+import { existsSync } from "node:fs";
+import { openDatabase } from "../log/database.ts";
+
+export interface DestinationStatus {
+  name: string;
+  url: string;
+  /** Events delivered (a 2xx), replays included. */
+  delivered: number;
+  /** Events in the log not yet delivered or dead-lettered: the lag, in events. */
+  pending: number;
+  /** Of those, the ones whose last attempt failed (waiting for their retry), and replays waiting. */
+  retrying: number;
+  deadLetters: number;
+  /** Age of the oldest event not yet delivered, in seconds (null: none). */
+  oldestUndeliveredAgeSeconds: number | null;
+  /** Every event up to this id has been handed to forwarding. */
+  discoveredThrough: number;
+}
+
+export interface DeadLetter {
+  destination: string;
+  eventId: number;
+  event: string | null;
+  receivedAt: string | null;
+  attempts: number;
+  lastError: string;
+  deadAt: string;
+}
+
+const only = (destination: Destination, column = "event") =>
+  destination.events === null ? "" : `AND ${column} IN (${destination.events.map(() => "?").join(", ")})`;
+const names = (destination: Destination) => (destination.events ?? []) as SQLQueryBindings[];
+
+/** One destination's progress; a destination that never started reports the whole log as pending from its end. */
+export function destinationStatus(sqlite: Database, destination: Destination, now = Date.now()): DestinationStatus {
+  const row = sqlite
+    .query<{ discovered_through: number; delivered: number }, [string]>("SELECT discovered_through, delivered FROM forward_destinations WHERE name = ?")
+    .get(destination.name);
+  const discoveredThrough = row?.discovered_through ?? (sqlite.query<{ id: number | null }, []>("SELECT max(id) AS id FROM events").get()?.id ?? 0);
+  const lanes = sqlite
+    .query<{ installation: string; through: number; attempts: number }, [string]>("SELECT installation, through, attempts FROM forward_lanes WHERE destination = ?")
+    .all(destination.name);
+  const first = sqlite.query<{ id: number | null; n: number }, SQLQueryBindings[]>(
+    `SELECT min(id) AS id, count(*) AS n FROM events WHERE id > ? ${only(destination)}`,
+  );
+  const inLane = sqlite.query<{ id: number | null; n: number }, SQLQueryBindings[]>(
+    `SELECT min(id) AS id, count(*) AS n FROM events WHERE installation_id IS ? AND id > ? AND id <= ? ${only(destination)}`,
+  );
+  const undiscovered = first.get(discoveredThrough, ...names(destination))!;
+  let pending = undiscovered.n;
+  let oldest = undiscovered.id;
+  let retrying = 0;
+  for (const lane of lanes) {
+    const waiting = inLane.get(lane.installation === "" ? null : lane.installation, lane.through, discoveredThrough, ...names(destination))!;
+    pending += waiting.n;
+    if (waiting.id !== null && (oldest === null || waiting.id < oldest)) oldest = waiting.id;
+    if (lane.attempts > 0 && waiting.n > 0) retrying++;
+  }
+  const count = (sql: string) => sqlite.query<{ n: number }, [string]>(sql).get(destination.name)!.n;
+  retrying += count("SELECT count(*) AS n FROM forward_replays WHERE destination = ? AND attempts > 0");
+  const receivedAt =
+    oldest === null ? null : sqlite.query<{ received_at: string }, [number]>("SELECT received_at FROM events WHERE id = ?").get(oldest)?.received_at;
+  return {
+    name: destination.name,
+    url: destination.url,
+    delivered: row?.delivered ?? 0,
+    pending,
+    retrying,
+    deadLetters: count("SELECT count(*) AS n FROM forward_dead_letters WHERE destination = ?"),
+    oldestUndeliveredAgeSeconds: receivedAt ? Math.max(0, (now - Date.parse(receivedAt)) / 1000) : null,
+    discoveredThrough,
+  };
+}
+
+/** The dead letters, oldest first, of one destination or all. */
+export function deadLetters(sqlite: Database, destination?: string): DeadLetter[] {
+  return sqlite
+    .query<{ destination: string; event_id: number; event: string | null; received_at: string | null; attempts: number; last_error: string; dead_at: number }, SQLQueryBindings[]>(
+      `SELECT d.destination, d.event_id, e.event, e.received_at, d.attempts, d.last_error, d.dead_at
+       FROM forward_dead_letters d LEFT JOIN events e ON e.id = d.event_id
+       ${destination === undefined ? "" : "WHERE d.destination = ?"} ORDER BY d.event_id, d.destination`,
+    )
+    .all(...(destination === undefined ? [] : [destination]))
+    .map((r) => ({
+      destination: r.destination,
+      eventId: r.event_id,
+      event: r.event,
+      receivedAt: r.received_at,
+      attempts: r.attempts,
+      lastError: r.last_error,
+      deadAt: new Date(r.dead_at).toISOString(),
+    }));
+}
+
+/** Which events to send again: one, a time range (of one event name), or every dead letter. */
+export type ReplaySelection = { id: number } | { since: string; until?: string; event?: string } | { dead: true };
+
+/**
+ * Asks for events to be sent again to `destinations` (each only the events its filter takes),
+ * keeping their webhook-id; a dead letter replayed stops being one. Returns how many sends were
+ * asked for.
+ */
+export function requestReplay(sqlite: Database, destinations: readonly Destination[], selection: ReplaySelection, now = Date.now()): number {
+  const ask = sqlite.prepare<never, [string, number, number, number]>(
+    `INSERT INTO forward_replays (destination, event_id, requested_at, attempts, next_attempt_at, last_error)
+     VALUES (?, ?, ?, 0, ?, NULL) ON CONFLICT (destination, event_id) DO UPDATE SET requested_at = excluded.requested_at, attempts = 0, next_attempt_at = excluded.next_attempt_at`,
+  );
+  const undead = sqlite.prepare<never, [string, number]>("DELETE FROM forward_dead_letters WHERE destination = ? AND event_id = ?");
+  return sqlite.transaction(() => {
+    let asked = 0;
+    for (const destination of destinations) {
+      let ids: number[];
+      if ("dead" in selection) {
+        ids = sqlite.query<{ event_id: number }, [string]>("SELECT event_id FROM forward_dead_letters WHERE destination = ?").all(destination.name).map((r) => r.event_id);
+      } else if ("id" in selection) {
+        ids = sqlite
+          .query<{ id: number }, SQLQueryBindings[]>(`SELECT id FROM events WHERE id = ? ${only(destination)}`)
+          .all(selection.id, ...names(destination))
+          .map((r) => r.id);
+      } else {
+        const bounds: SQLQueryBindings[] = [selection.since, ...(selection.until === undefined ? [] : [selection.until]), ...(selection.event === undefined ? [] : [selection.event])];
+        ids = sqlite
+          .query<{ id: number }, SQLQueryBindings[]>(
+            `SELECT id FROM events WHERE received_at >= ? ${selection.until === undefined ? "" : "AND received_at < ?"}
+             ${selection.event === undefined ? "" : "AND event = ?"} ${only(destination)} ORDER BY id`,
+          )
+          .all(...bounds, ...names(destination))
+          .map((r) => r.id);
+      }
+      for (const id of ids) {
+        ask.run(destination.name, id, now, now);
+        undead.run(destination.name, id);
+        asked++;
+      }
+    }
+    return asked;
+  }).immediate();
+}
+
+/** Forwarding's progress over one connection to the log, for the destinations configured. */
+export class ForwardProgress {
+  constructor(
+    private readonly sqlite: Database,
+    readonly destinations: readonly Destination[],
+  ) {}
+
+  status(now = Date.now()): DestinationStatus[] {
+    return this.destinations.map((destination) => destinationStatus(this.sqlite, destination, now));
+  }
+
+  deadLetters(destination?: string): DeadLetter[] {
+    if (destination !== undefined) this.named(destination);
+    return deadLetters(this.sqlite, destination);
+  }
+
+  /** Asks for a replay to one destination (by name) or every one; how many sends were asked for. */
+  replay(selection: ReplaySelection, destination?: string): number {
+    return requestReplay(this.sqlite, destination === undefined ? this.destinations : [this.named(destination)], selection);
+  }
+
+  private named(name: string): Destination {
+    const found = this.destinations.find((d) => d.name === name);
+    if (found === undefined) throw new UnknownDestination(name);
+    return found;
+  }
+}
+
+export class UnknownDestination extends Error {
+  constructor(readonly destination: string) {
+    super(`no destination named "${destination}"`);
+  }
+}
+
+/** Opens a connection of forwarding's own to the log (migrated already) for its progress. */
+export function openForwardProgress(path: string, destinations: readonly Destination[]): ForwardProgress & { close(): void } {
+  if (!existsSync(path)) throw new Error(`no event log at ${path}`);
+  const { sqlite } = openDatabase(path, { migrate: false });
+  return Object.assign(new ForwardProgress(sqlite, destinations), { close: () => sqlite.close() });
+}
