@@ -232,6 +232,40 @@ describe("forwarding", () => {
     expect(sqlite3(server.config.databasePath, "SELECT name, discovered_through = (SELECT max(id) FROM events) FROM forward_destinations", ["-readonly"])).toBe("default|1");
     // A lane that is done is gone: nothing waits.
     expect(sqlite3(server.config.databasePath, "SELECT count(*) FROM forward_lanes", ["-readonly"])).toBe("0");
+
+    // check verifies the progress against the log, and catches progress past its end.
+    const check = (path: string) => {
+      const run = Bun.spawnSync([process.execPath, join(REPO, "src", "main.ts"), "check", "--json", "--db", path]);
+      return JSON.parse(run.stdout.toString()).checks.find((c: { name: string }) => c.name === "forwarding");
+    };
+    expect(check(server.config.databasePath)).toMatchObject({ ok: true, data: { destinations: 1, lanes: 0, deadLetters: 0, replays: 0 } });
+    const copy = join(tempDir(), "copy.db");
+    sqlite3(server.config.databasePath, `VACUUM INTO '${copy}'`, ["-readonly"]);
+    sqlite3(copy, "UPDATE forward_destinations SET discovered_through = discovered_through + 100; INSERT INTO forward_dead_letters VALUES ('default', 999999, 1, 'x', 0)");
+    const broken = check(copy);
+    expect(broken.ok).toBe(false);
+    expect(broken.problems.join("\n")).toContain("past the log's last event");
+    expect(broken.problems.join("\n")).toContain("1 dead letter or replay of events not in the log");
+  });
+
+  test("metrics: attempts by destination and outcome, delivered, lag, dead letters, the oldest undelivered event's age", async () => {
+    const app = sink();
+    let failures = 2;
+    app.answer = () => (failures-- > 0 ? { status: 500 } : { status: 200 });
+    const server = await receiverFor(forwarding([{ name: "default", url: app.url, events: null }]));
+    await post(server, inInstallation("inst-m"));
+    await until(() => app.received.length === 1, 5000, "the delivery");
+    await Bun.sleep(50);
+    const text = await (await server.query("/metrics")).text();
+    expect(text).toContain('icr_receiver_forward_attempts_total{destination="default",outcome="failed"} 2');
+    expect(text).toContain('icr_receiver_forward_attempts_total{destination="default",outcome="delivered"} 1');
+    expect(text).toContain('icr_receiver_forward_delivered_total{destination="default"} 1');
+    expect(text).toContain('icr_receiver_forward_lag_events{destination="default"} 0');
+    expect(text).toContain('icr_receiver_forward_dead_letters{destination="default"} 0');
+    expect(text).toContain('icr_receiver_forward_oldest_undelivered_age_seconds{destination="default"} 0');
+    expect(text).toContain("icr_receiver_forward_request_duration_seconds_count 3");
+    expect(text).toContain("icr_receiver_log_commit_failing 0");
+    expect(text).toMatch(/icr_receiver_start_time_seconds \d+/);
   });
 });
 

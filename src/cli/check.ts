@@ -24,15 +24,17 @@ Checks the event log, read-only (safe while the server runs): PRAGMA integrity_c
 keys, the append-only triggers (${APPEND_ONLY_TRIGGERS.map((t) => t.name).join(", ")}),
 the tamper-evidence hash chain of every row, migrations all applied, counts (events, unparsed
 events, deliveries, duplicates; one first delivery per event, no payload stored as two events),
-event_keys against the events it is copied from, and deliveries stored before 0.4.0 that keep a
-credential header (reported, not a failure: append-only rows cannot be rewritten).
+event_keys against the events it is copied from, deliveries stored before 0.4.0 that keep a
+credential header (reported, not a failure: append-only rows cannot be rewritten), and
+forwarding's progress (none past the log's end, no lane past its destination, no dead letter or
+replay of an event not in the log).
 
 Options:
   --json                   print the report as one JSON object
 
 ${DATABASE_HELP}`;
 
-export const checkCommand = command("check", "check integrity, append-only triggers, hash chain, migrations, counts, event keys", HELP, async (argv, env) => {
+export const checkCommand = command("check", "check integrity, append-only triggers, hash chain, migrations, counts, event keys, forwarding", HELP, async (argv, env) => {
   const { values } = parse(argv, OPTIONS);
   const path = databasePath(values, env);
   const log = openReadOnly(path);

@@ -225,7 +225,47 @@ const eventKeysCheck: Check = {
   },
 };
 
-const CHECKS: readonly Check[] = [integrity, foreignKeys, appendOnly, hashChain, migrations, counts, eventKeysCheck, credentials];
+/**
+ * Forwarding's progress (src/forward/) against the log: no destination has handed out events past
+ * the log's end, no lane is past its destination's progress (an event it skipped), and every dead
+ * letter and replay names an event of the log.
+ */
+const forwarding: Check = {
+  name: "forwarding",
+  run({ sqlite }) {
+    const one = <T>(sql: string) => sqlite.query<T, []>(sql).get()!;
+    const { last } = one<{ last: number | null }>("SELECT max(id) AS last FROM events");
+    const ahead = sqlite
+      .query<{ name: string; discovered_through: number }, [number]>("SELECT name, discovered_through FROM forward_destinations WHERE discovered_through > ?")
+      .all(last ?? 0);
+    const { orphans } = one<{ orphans: number }>(
+      `SELECT count(*) AS orphans FROM forward_lanes l LEFT JOIN forward_destinations d ON d.name = l.destination
+       WHERE d.name IS NULL OR l.through > d.discovered_through`,
+    );
+    const { missing } = one<{ missing: number }>(
+      `SELECT (SELECT count(*) FROM forward_dead_letters WHERE event_id NOT IN (SELECT id FROM events))
+            + (SELECT count(*) FROM forward_replays WHERE event_id NOT IN (SELECT id FROM events)) AS missing`,
+    );
+    const data = {
+      destinations: one<{ n: number }>("SELECT count(*) AS n FROM forward_destinations").n,
+      lanes: one<{ n: number }>("SELECT count(*) AS n FROM forward_lanes").n,
+      deadLetters: one<{ n: number }>("SELECT count(*) AS n FROM forward_dead_letters").n,
+      replays: one<{ n: number }>("SELECT count(*) AS n FROM forward_replays").n,
+    };
+    const problems = [
+      ...ahead.map((d) => `destination ${d.name} has handed out events up to ${d.discovered_through}, past the log's last event (${last ?? 0})`),
+      ...(orphans > 0 ? [`${plural(orphans, "lane")} past their destination's progress, or of no destination`] : []),
+      ...(missing > 0 ? [`${plural(missing, "dead letter or replay", "dead letters or replays")} of events not in the log`] : []),
+    ];
+    const summary =
+      data.destinations === 0
+        ? "no forwarding destination"
+        : `${plural(data.destinations, "destination")}: ${plural(data.lanes, "installation")} with events to send, ${plural(data.deadLetters, "dead letter")}, ${plural(data.replays, "replay")} waiting`;
+    return problems.length === 0 ? { ok: true, summary, data } : { ok: false, summary, problems, data };
+  },
+};
+
+const CHECKS: readonly Check[] = [integrity, foreignKeys, appendOnly, hashChain, migrations, counts, eventKeysCheck, credentials, forwarding];
 
 /** Runs every check in one read transaction (one consistent snapshot); a check that throws fails. */
 export function runChecks(database: string, log: EventLogDatabase, checks: readonly Check[] = CHECKS): CheckReport {
