@@ -98,7 +98,7 @@ export const CREDENTIAL_FILES = {
 
 export const OPTIONS_HELP = `Options (each also read from the environment variable shown):
   --host HOST              listen address            ICR_RECEIVER_HOST (default ${DEFAULTS.host})
-  --port PORT              listen port               ICR_RECEIVER_PORT (default ${DEFAULTS.port})
+  --port PORT              listen port               ICR_RECEIVER_PORT (default ${DEFAULTS.port}; 0: any free port)
   --webhook-path PATH      path ICR posts to         ICR_RECEIVER_WEBHOOK_PATH (default ${DEFAULTS.webhookPath})
   --data-dir DIR           data directory            ICR_RECEIVER_DATA_DIR (default ${DEFAULTS.dataDir})
   --db FILE                SQLite event log          ICR_RECEIVER_DB (default DIR/${DEFAULTS.databaseFile})

@@ -234,6 +234,9 @@ describe("inspection with sqlite3 -readonly while the server writes", () => {
     expect(() => inspect(path, "SELECT id, json_extract(payload, '$.installation.id') FROM events")).toThrow();
     expect(inspect(path, "SELECT id, json_extract(payload, '$.installation.id') FROM events WHERE event IS NOT NULL").split("\n")).toHaveLength(4);
     expect(inspect(path, "SELECT id, received_at, unparsed_reason FROM events WHERE event IS NULL ORDER BY id DESC")).toMatch(/^4\|[\d-]+T[\d:.]+Z\|not_json$/);
+    // Forwarding's tables are in every log; empty without a destination.
+    expect(inspect(path, "SELECT name, discovered_through, delivered FROM forward_destinations")).toBe("");
+    expect(inspect(path, "SELECT destination, event_id, attempts, last_error FROM forward_dead_letters ORDER BY event_id")).toBe("");
     expect(
       inspect(path, "SELECT json_extract(payload, '$.installation.organization.id') AS org, sum(json_extract(payload, '$.transaction.amount')) FROM events WHERE event = 'warehouseTransaction' GROUP BY org"),
     ).toBe("org-a|3\norg-b|3");
