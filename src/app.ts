@@ -8,6 +8,7 @@ import { startForwarding, type Forwarding } from "./forward/forwarding.ts";
 import { openForwardProgress, type ForwardProgress } from "./forward/progress.ts";
 import { errorHandling } from "./http/errors.ts";
 import { forwardApi } from "./http/forward.ts";
+import { streamApi } from "./http/stream.ts";
 import { eventsApi } from "./http/events.ts";
 import { health } from "./http/health.ts";
 import { metricsEndpoint, ReceiverMetrics } from "./http/metrics.ts";
@@ -20,6 +21,11 @@ export interface AppOptions {
   metrics?: ReceiverMetrics;
   /** Forwarding's progress, when destinations are configured: its API and metrics. */
   forwardProgress?: ForwardProgress;
+  /** Tells a listener of every commit of the log (event streams follow them); returns how to stop. */
+  onCommit?: (listener: () => void) => () => void;
+  /** How often an idle event stream gets a comment line, and what it may buffer; tests shrink them. */
+  streamHeartbeatMs?: number;
+  streamBufferBytes?: number;
   /**
    * Seconds Bun gives a request body before it closes the connection: a trickle (under about
    * 16 KB/s) does not restart the timer, so a client that sends its body byte by byte is cut off.
@@ -36,8 +42,25 @@ export interface AppOptions {
 export function createApp(
   config: Config,
   log: EventLog,
-  { logger = silentLogger, metrics = new ReceiverMetrics(pkg.version), forwardProgress, idleTimeoutSeconds = 10 }: AppOptions = {},
+  {
+    logger = silentLogger,
+    metrics = new ReceiverMetrics(pkg.version),
+    forwardProgress,
+    onCommit = () => () => {},
+    streamHeartbeatMs,
+    streamBufferBytes,
+    idleTimeoutSeconds = 10,
+  }: AppOptions = {},
 ) {
+  const streams = streamApi({
+    events: log,
+    queryToken: config.queryToken,
+    onCommit,
+    maxStreams: config.streamLimit,
+    heartbeatMs: streamHeartbeatMs,
+    bufferBytes: streamBufferBytes,
+    onOpenStreams: (open) => (metrics.openStreams = open),
+  });
   const pathOf = (request: Request) => new URL(request.url).pathname;
 
   // One log line and one count per delivery; never its body, never a secret (only its label).
@@ -89,6 +112,8 @@ export function createApp(
         onOutcome,
       }),
     )
+    // Before /events/:id, so that "stream" is not taken for an id.
+    .use(streams.plugin)
     .use(
       eventsApi({
         events: log,
@@ -104,7 +129,14 @@ export function createApp(
       }),
     );
   if (forwardProgress !== undefined) app.use(forwardApi({ progress: forwardProgress, queryToken: config.queryToken }));
-  return { app, close: () => app.stop() };
+  return {
+    app,
+    async close() {
+      // Streams never end by themselves: end them, so that stopping waits only for real requests.
+      streams.closeAll();
+      await app.stop();
+    },
+  };
 }
 
 export interface ReceiverOptions extends AppOptions {
@@ -120,12 +152,14 @@ export interface ReceiverOptions extends AppOptions {
 export async function startReceiver(config: Config, { logger = silentLogger, busyTimeoutMs, ...options }: ReceiverOptions = {}) {
   const metrics = options.metrics ?? new ReceiverMetrics(pkg.version);
   let forwarding: Forwarding | undefined;
+  const commitListeners = new Set<() => void>();
   const log = await openEventLog(config.databasePath, {
     busyTimeoutMs,
     redact: [config.queryToken],
     onCommit: (stats) => {
       metrics.commit(stats);
       forwarding?.poke();
+      for (const listener of commitListeners) listener();
     },
   });
   const forwardProgress = config.forwarding === null ? undefined : openForwardProgress(config.databasePath, config.forwarding.destinations);
@@ -156,7 +190,8 @@ export async function startReceiver(config: Config, { logger = silentLogger, bus
     await log.close();
     throw error;
   }
-  const { app, close } = createApp(config, log, { ...options, logger, metrics, forwardProgress });
+  const onCommit = (listener: () => void) => (commitListeners.add(listener), () => void commitListeners.delete(listener));
+  const { app, close } = createApp(config, log, { ...options, logger, metrics, forwardProgress, onCommit });
   return {
     app,
     log,

@@ -21,6 +21,8 @@ export interface Config {
   reusePort: boolean;
   /** Where each event is forwarded to, and how; null when no destination is configured. */
   forwarding: ForwardingConfig | null;
+  /** Open event streams (GET /events/stream) at most. */
+  streamLimit: number;
 }
 
 /** One destination of forwarding: every event, or only those named in `events`. */
@@ -60,6 +62,7 @@ const VALUE_SETTINGS = {
   "body-limit": "ICR_RECEIVER_BODY_LIMIT",
   "rejection-limit": "ICR_RECEIVER_REJECTION_LIMIT",
   "reuse-port": "ICR_RECEIVER_REUSE_PORT",
+  "stream-limit": "ICR_RECEIVER_STREAM_LIMIT",
   "secret-file": "ICR_RECEIVER_SECRET_FILE",
   "secrets-file": "ICR_RECEIVER_SECRETS_FILE",
   "query-token-file": "ICR_RECEIVER_QUERY_TOKEN_FILE",
@@ -81,6 +84,7 @@ export const DEFAULTS = {
   databaseFile: "icr-receiver.db",
   bodyLimit: 1024 * 1024,
   rejectionLimit: 120,
+  streamLimit: 100,
   forwardTimeout: "10s",
   forwardBackoff: "5s",
   forwardMaxBackoff: "1h",
@@ -105,6 +109,7 @@ export const OPTIONS_HELP = `Options (each also read from the environment variab
   --body-limit SIZE        largest accepted body     ICR_RECEIVER_BODY_LIMIT (default 1MiB; bytes, KiB or MiB)
   --rejection-limit N      refusals/minute/address   ICR_RECEIVER_REJECTION_LIMIT (default ${DEFAULTS.rejectionLimit}; then 429, 0: off)
   --reuse-port             share the port (upgrades)  ICR_RECEIVER_REUSE_PORT=1 (default off: a taken port is an error)
+  --stream-limit N         open event streams at most ICR_RECEIVER_STREAM_LIMIT (default ${DEFAULTS.streamLimit}; then 503)
   --secret-file FILE       one webhook secret        ICR_RECEIVER_SECRET_FILE (or ICR_RECEIVER_SECRET=value)
   --secrets-file FILE      label=secret lines        ICR_RECEIVER_SECRETS_FILE
   --query-token-file FILE  bearer token for queries  ICR_RECEIVER_QUERY_TOKEN_FILE (or ICR_RECEIVER_QUERY_TOKEN=value)
@@ -485,8 +490,11 @@ export function loadConfig(argv: string[], env: Env, { generateMissing = true } 
   if (secrets === undefined) throw new ConfigError("no webhook secret configured (ICR_RECEIVER_SECRET, --secret-file or --secrets-file)");
   if (queryToken === undefined) throw new ConfigError("no query token configured (ICR_RECEIVER_QUERY_TOKEN or --query-token-file)");
   const forwarding = forwardingConfig(flags, env, dataDir, defaultDataDir, generateMissing, notices);
+  const streamLimitValue = pick("stream-limit", flags, env);
+  const streamLimit = streamLimitValue === undefined ? DEFAULTS.streamLimit : /^\d{1,6}$/.test(streamLimitValue) ? Number(streamLimitValue) : NaN;
+  if (!(streamLimit >= 0)) throw new ConfigError(`${describe("stream-limit")}: "${streamLimitValue}" is not a whole number of streams`);
   return {
-    config: { host, port, webhookPath, dataDir, databasePath, secrets, queryToken, bodyLimit, rejectionLimit, reusePort, forwarding },
+    config: { host, port, webhookPath, dataDir, databasePath, secrets, queryToken, bodyLimit, rejectionLimit, reusePort, forwarding, streamLimit },
     notices,
     defaultDataDir,
   };

@@ -72,6 +72,8 @@ export class ReceiverMetrics {
   readonly forwardSeconds = new Histogram("icr_receiver_forward_request_duration_seconds", "Time of one forwarding request, to its answer or its failure.", FORWARD_BUCKETS);
   private lastAccepted = 0;
   private readonly startedAt = Date.now() / 1000;
+  /** Event streams open now (GET /events/stream). */
+  openStreams = 0;
 
   constructor(private readonly version: string) {}
 
@@ -115,6 +117,7 @@ export class ReceiverMetrics {
       gauge("icr_receiver_database_size_bytes", "Size of the event log file and its write-ahead log.", databaseBytes),
       gauge("icr_receiver_last_accepted_delivery_timestamp_seconds", "Unix time of the last accepted delivery (0: none since start).", this.lastAccepted),
       gauge("icr_receiver_start_time_seconds", "Unix time the receiver started.", this.startedAt),
+      gauge("icr_receiver_streams_open", "Event streams (GET /events/stream) open now.", this.openStreams),
       gauge("icr_receiver_log_commit_failing", "1 while the last commit of the event log failed (disk full, lock held), else 0.", commitFailing ? 1 : 0),
       gauge("icr_receiver_resident_memory_bytes", "Resident set size of the process.", process.memoryUsage().rss),
       ...(forwarding.length === 0

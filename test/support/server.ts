@@ -44,6 +44,7 @@ export function testConfig(dataDir: string, overrides: Partial<Config> = {}): Co
     rejectionLimit: 0,
     reusePort: false,
     forwarding: null,
+    streamLimit: 100,
     ...overrides,
   };
 }
