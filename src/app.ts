@@ -7,6 +7,7 @@ import { openEventLog, type EventLog } from "./log/event-log.ts";
 import { startForwarding, type Forwarding } from "./forward/forwarding.ts";
 import { openForwardProgress, type ForwardProgress } from "./forward/progress.ts";
 import { errorHandling } from "./http/errors.ts";
+import { consumersApi } from "./http/consumers.ts";
 import { forwardApi } from "./http/forward.ts";
 import { streamApi } from "./http/stream.ts";
 import { eventsApi } from "./http/events.ts";
@@ -121,10 +122,16 @@ export function createApp(
         onServed: (request) => logger("info", "request", { method: request.method, path: pathOf(request), status: 200 }),
       }),
     )
+    .use(consumersApi({ consumers: log.consumers, events: log, queryToken: config.queryToken }))
     .use(
       metricsEndpoint({
         metrics,
-        scrape: () => ({ databaseBytes: log.sizeBytes(), commitFailing: log.commitFailing, forwarding: forwardProgress?.status() ?? [] }),
+        scrape: () => ({
+          databaseBytes: log.sizeBytes(),
+          commitFailing: log.commitFailing,
+          forwarding: forwardProgress?.status() ?? [],
+          consumers: log.consumers.list(),
+        }),
         queryToken: config.queryToken,
       }),
     );

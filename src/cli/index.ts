@@ -2,6 +2,7 @@
 // takes the arguments after the command name and resolves with the process exit status.
 import { backupCommand } from "./backup.ts";
 import { checkCommand } from "./check.ts";
+import { consumersCommand } from "./consumers.ts";
 import type { Command } from "./common.ts";
 import { eventsCommand } from "./events.ts";
 import { exportCommand } from "./export.ts";
@@ -20,6 +21,7 @@ export const commands: Record<string, Command> = {
   export: exportCommand,
   backup: backupCommand,
   forward: forwardCommand,
+  consumers: consumersCommand,
   verify: verifyCommand,
   send: sendCommand,
 };

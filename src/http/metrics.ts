@@ -53,6 +53,7 @@ export interface ScrapedState {
   databaseBytes: number;
   commitFailing: boolean;
   forwarding: readonly { name: string; pending: number; deadLetters: number; oldestUndeliveredAgeSeconds: number | null }[];
+  consumers: readonly { name: string; lag: number }[];
 }
 
 const labelledGauge = (name: string, help: string, values: [Record<string, string>, number][]) =>
@@ -103,7 +104,7 @@ export class ReceiverMetrics {
     this.commitSeconds.observe(seconds);
   }
 
-  render({ databaseBytes, commitFailing, forwarding }: ScrapedState): string {
+  render({ databaseBytes, commitFailing, forwarding, consumers }: ScrapedState): string {
     return [
       `# HELP icr_receiver_build_info The running version.\n# TYPE icr_receiver_build_info gauge\nicr_receiver_build_info{version="${escape(this.version)}"} 1\n`,
       this.accepted.render(),
@@ -120,6 +121,7 @@ export class ReceiverMetrics {
       gauge("icr_receiver_streams_open", "Event streams (GET /events/stream) open now.", this.openStreams),
       gauge("icr_receiver_log_commit_failing", "1 while the last commit of the event log failed (disk full, lock held), else 0.", commitFailing ? 1 : 0),
       gauge("icr_receiver_resident_memory_bytes", "Resident set size of the process.", process.memoryUsage().rss),
+      labelledGauge("icr_receiver_consumer_lag_events", "Events in the log after a named consumer's acknowledged position.", consumers.map((c) => [{ consumer: c.name }, c.lag])),
       ...(forwarding.length === 0
         ? []
         : [

@@ -5,7 +5,8 @@ import { CHAINED_TABLE_NAMES, verifyChain } from "./chain.ts";
 import type { EventLogDatabase } from "./database.ts";
 import { CREDENTIAL_HEADERS, REDACTED } from "./headers.ts";
 import { bundledMigrations, type Migration } from "./migrations.ts";
-import { deliveries, events } from "./schema.ts";
+import { consumersPastTheEnd } from "./consumers.ts";
+import { consumers, deliveries, events } from "./schema.ts";
 
 const plural = (n: number, noun: string, nouns = `${noun}s`) => `${n} ${n === 1 ? noun : nouns}`;
 
@@ -265,7 +266,20 @@ const forwarding: Check = {
   },
 };
 
-const CHECKS: readonly Check[] = [integrity, foreignKeys, appendOnly, hashChain, migrations, counts, eventKeysCheck, credentials, forwarding];
+/** Named consumers: no position past the log's end. */
+const consumersCheck: Check = {
+  name: "consumers",
+  run({ db }) {
+    const ahead = consumersPastTheEnd(db);
+    const { n } = db.select({ n: count() }).from(consumers).get()!;
+    const summary = `${plural(n, "consumer")}`;
+    return ahead.length === 0
+      ? { ok: true, summary, data: { consumers: n } }
+      : { ok: false, summary, problems: ahead.map((c) => `consumer ${c.name} is at ${c.position}, past the log's last event`), data: { consumers: n } };
+  },
+};
+
+const CHECKS: readonly Check[] = [integrity, foreignKeys, appendOnly, hashChain, migrations, counts, eventKeysCheck, credentials, forwarding, consumersCheck];
 
 /** Runs every check in one read transaction (one consistent snapshot); a check that throws fails. */
 export function runChecks(database: string, log: EventLogDatabase, checks: readonly Check[] = CHECKS): CheckReport {

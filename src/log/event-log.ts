@@ -7,6 +7,7 @@ import type { VerifiedDelivery } from "../verify/verify-delivery.ts";
 import { WRITER_WORKER_URL } from "../workers.ts";
 import type { Appended, Rejection } from "./append.ts";
 import { runChecks, type CheckReport } from "./check.ts";
+import { Consumers } from "./consumers.ts";
 import { closeDatabase, configureForWriting, openDatabase, openDatabaseReadOnly, type EventLogDatabase } from "./database.ts";
 import { GroupCommit, type CommitStats } from "./group-commit.ts";
 import { bundledMigrations, migrate } from "./migrations.ts";
@@ -19,6 +20,7 @@ export { LogWriteError, type CommitStats } from "./group-commit.ts";
 export { eventJson, pageJson, type DeliveryView, type EventFilter, type EventView } from "./query.ts";
 export { FILTER_DEFAULTS, FILTER_PARAMETERS, FilterError, parseEventFilter, type FilterValues } from "./filter.ts";
 export type { RequestFacts } from "./row.ts";
+export { CONSUMER_NAME, ConsumerError, type ConsumerView, type Consumers } from "./consumers.ts";
 
 /** One page of events, and the cursor of the next page (null on the last one). */
 export interface EventPage {
@@ -54,6 +56,8 @@ export interface EventLog extends EventReader {
   readonly commitFailing: boolean;
   /** Bytes of the log's file and its write-ahead log. */
   sizeBytes(): number;
+  /** The named consumers' positions (each change committed before it returns). */
+  readonly consumers: Consumers;
   /** Commits what is queued, ends the writer thread and closes the log. */
   close(): Promise<void>;
 }
@@ -117,6 +121,7 @@ export async function openEventLog(path: string, { busyTimeoutMs = 5000, redact 
       return writer.failing;
     },
     sizeBytes: () => fileSize(path) + fileSize(`${path}-wal`),
+    consumers: new Consumers(database.db),
     async close() {
       await writer.close();
       closeDatabase(database);
@@ -162,6 +167,13 @@ export function openEventLogReader(path: string): EventLogReader {
     },
     close: () => database.sqlite.close(),
   };
+}
+
+/** The named consumers of an existing log, for the CLI (a reset writes, waiting for the lock). */
+export function openConsumers(path: string): { consumers: Consumers; close(): void } {
+  if (!existsSync(path)) throw new Error(`no event log at ${path}`);
+  const database = openDatabase(path, { migrate: false });
+  return { consumers: new Consumers(database.db), close: () => database.sqlite.close() };
 }
 
 /** Opens a copy on its own and checks it is sound; its row counts. */

@@ -9,6 +9,7 @@ import digestIndexCanonicalBody from "../../drizzle/0002_digest_index_canonical_
 import eventKeys from "../../drizzle/0003_event_keys.sql" with { type: "text" };
 import unparsedEvents from "../../drizzle/0004_unparsed_events.sql" with { type: "text" };
 import forwarding from "../../drizzle/0005_forwarding.sql" with { type: "text" };
+import consumers from "../../drizzle/0006_consumers.sql" with { type: "text" };
 
 /** Every migration's SQL by journal tag; a test checks that it matches the journal exactly. */
 export const migrationSql: Record<string, string> = {
@@ -18,6 +19,7 @@ export const migrationSql: Record<string, string> = {
   "0003_event_keys": eventKeys,
   "0004_unparsed_events": unparsedEvents,
   "0005_forwarding": forwarding,
+  "0006_consumers": consumers,
 };
 
 export interface Migration {

@@ -188,4 +188,13 @@ export const forwardReplays = sqliteTable(
   (table) => [primaryKey({ columns: [table.destination, table.eventId] })],
 );
 
+/** Named consumers that pull events (`/consumers/:name`): each one's acknowledged position. */
+export const consumers = sqliteTable("consumers", {
+  name: text("name").primaryKey(),
+  /** The last event the consumer acknowledged (0: none yet). */
+  position: integer("position").notNull(),
+  createdAt: text("created_at").notNull(),
+  updatedAt: text("updated_at").notNull(),
+});
+
 export type EventRow = typeof events.$inferSelect;
