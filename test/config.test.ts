@@ -161,6 +161,9 @@ describe("the executable", () => {
     expect(result.stderr).toContain("--port / ICR_RECEIVER_PORT");
     expect(result.stderr + result.stdout).not.toContain("hunter2-secret");
     expect(result.stderr).not.toContain("    at ");
+    const forwarding = run(["--forward-url", "http://127.0.0.1:9/x", "--forward-timeout", "ten"], { ICR_RECEIVER_SECRET: "hunter2-secret", ICR_RECEIVER_QUERY_TOKEN: "t" });
+    expect(forwarding.status).toBe(78);
+    expect(forwarding.stderr.trim().split("\n")).toEqual(['icr-receiver: --forward-timeout / ICR_RECEIVER_FORWARD_TIMEOUT: "ten" is not a duration (a whole number and ms, s, m, h or d: 10s, 3d)']);
   });
 
   test("--help and --version", () => {
@@ -179,5 +182,87 @@ describe("the data directory", () => {
     const missing = join(root, "volume", "data");
     expect(() => loadConfig([], { ICR_RECEIVER_DATA_DIR: missing })).toThrow("does not exist");
     expect(existsSync(missing)).toBe(false);
+  });
+});
+
+describe("forwarding", () => {
+  const base = (dataDir: string) => ({ ICR_RECEIVER_DATA_DIR: dataDir, ICR_RECEIVER_SECRET: "s", ICR_RECEIVER_QUERY_TOKEN: "t" });
+  const whsec = `whsec_${Buffer.alloc(24, 7).toString("base64")}`;
+
+  test("off without a destination; one URL is `default`, with the documented defaults", () => {
+    const { dataDir } = dirs();
+    expect(loadConfig([], base(dataDir)).config.forwarding).toBeNull();
+    const { config } = loadConfig(["--forward-url", "https://app.example/icr"], { ...base(dataDir), ICR_RECEIVER_FORWARD_SECRET: whsec });
+    expect(config.forwarding).toEqual({
+      destinations: [{ name: "default", url: "https://app.example/icr", events: null }],
+      secrets: [whsec],
+      timeoutMs: 10_000,
+      backoffMs: 5000,
+      maxBackoffMs: 3_600_000,
+      maxAgeMs: 3 * 86_400_000,
+      concurrency: 8,
+    });
+  });
+
+  test("a forwards file: name=url lines, an events= filter, comments; the durations and the concurrency", () => {
+    const { dataDir, write } = dirs();
+    const file = write(join(dataDir, "forwards"), "# fan-out\napp=http://127.0.0.1:9000/a\n\nbilling=https://b.example/x events=warehouseTransaction,organizationTransaction\n");
+    const env = { ...base(dataDir), ICR_RECEIVER_FORWARDS_FILE: file, ICR_RECEIVER_FORWARD_SECRET: whsec, ICR_RECEIVER_FORWARD_TIMEOUT: "250ms", ICR_RECEIVER_FORWARD_BACKOFF: "2m", ICR_RECEIVER_FORWARD_MAX_AGE: "1h", ICR_RECEIVER_FORWARD_CONCURRENCY: "3" };
+    expect(loadConfig([], env).config.forwarding).toMatchObject({
+      destinations: [
+        { name: "app", url: "http://127.0.0.1:9000/a", events: null },
+        { name: "billing", url: "https://b.example/x", events: ["warehouseTransaction", "organizationTransaction"] },
+      ],
+      timeoutMs: 250,
+      backoffMs: 120_000,
+      maxAgeMs: 3_600_000,
+      concurrency: 3,
+    });
+  });
+
+  test("no forwarding secret: one is generated, mode 0600, and said where (never what); then read back", () => {
+    const { dataDir } = dirs();
+    const env = { ...base(dataDir), ICR_RECEIVER_FORWARD_URL: "http://127.0.0.1:9/x" };
+    const { config, notices } = loadConfig([], env);
+    const path = join(dataDir, "forward-secret");
+    expect(statSync(path).mode & 0o777).toBe(0o600);
+    const secret = readFileSync(path, "utf8").trim();
+    expect(secret).toMatch(/^whsec_[A-Za-z0-9+/]{43}=$/);
+    expect(config.forwarding!.secrets).toEqual([secret]);
+    expect(notices.join("\n")).toContain(path);
+    expect(notices.join("\n")).not.toContain(secret);
+    expect(loadConfig([], env).config.forwarding!.secrets).toEqual([secret]);
+  });
+
+  test.each([
+    [{ ICR_RECEIVER_FORWARD_TIMEOUT: "10" }, "--forward-timeout / ICR_RECEIVER_FORWARD_TIMEOUT"],
+    [{ ICR_RECEIVER_FORWARD_BACKOFF: "5 sec" }, "--forward-backoff / ICR_RECEIVER_FORWARD_BACKOFF"],
+    [{ ICR_RECEIVER_FORWARD_MAX_AGE: "0s" }, "--forward-max-age / ICR_RECEIVER_FORWARD_MAX_AGE"],
+    [{ ICR_RECEIVER_FORWARD_CONCURRENCY: "0" }, "--forward-concurrency / ICR_RECEIVER_FORWARD_CONCURRENCY"],
+    [{ ICR_RECEIVER_FORWARD_URL: "ftp://x/" }, "not an http or https URL"],
+    [{ ICR_RECEIVER_FORWARD_URL: "https://user:pw@app.example/" }, "credentials in the URL are not accepted"],
+    [{ ICR_RECEIVER_FORWARD_SECRET: "whsec_c2hvcnQ=" }, "ICR_RECEIVER_FORWARD_SECRET: secret 1 is not whsec_"],
+    [{ ICR_RECEIVER_FORWARD_SECRET: "not-a-whsec" }, "ICR_RECEIVER_FORWARD_SECRET: secret 1 is not whsec_"],
+    [{ ICR_RECEIVER_FORWARDS_FILE: "/nonexistent/forwards" }, "--forwards-file / ICR_RECEIVER_FORWARDS_FILE: cannot read"],
+  ])("%p is refused, naming the setting", (settings, message) => {
+    const { dataDir } = dirs();
+    const env = { ...base(dataDir), ICR_RECEIVER_FORWARD_URL: "http://127.0.0.1:9/x", ICR_RECEIVER_FORWARD_SECRET: whsec, ...settings };
+    if ("ICR_RECEIVER_FORWARDS_FILE" in settings) delete (env as Record<string, string>).ICR_RECEIVER_FORWARD_URL;
+    expect(() => loadConfig([], env)).toThrow(message);
+  });
+
+  test("a forwards file line that is not name=url, a repeated name, an unknown option: the line number, not its content", () => {
+    const { dataDir, write } = dirs();
+    for (const [text, message] of [
+      ["app http://x/", "line 1 is not of the form name=url"],
+      ["Upper=http://x/", "line 1 is not of the form name=url"],
+      ["a=http://x/\na=http://y/", "line 2 repeats the destination"],
+      ["a=http://x/ retries=3", "line 1: unknown option"],
+    ] as const) {
+      const file = write(join(dataDir, "forwards"), text);
+      expect(() => loadConfig([], { ...base(dataDir), ICR_RECEIVER_FORWARDS_FILE: file, ICR_RECEIVER_FORWARD_SECRET: whsec })).toThrow(message);
+    }
+    expect(() => loadConfig(["--forward-url", "http://x/", "--forwards-file", "f"], base(dataDir))).toThrow("give one of them, not both");
+    expect(() => loadConfig(["--forward-secret", whsec], base(dataDir))).toThrow("never taken on the command line");
   });
 });
