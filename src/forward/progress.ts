@@ -36,30 +36,48 @@ const only = (destination: Destination, column = "event") =>
   destination.events === null ? "" : `AND ${column} IN (${destination.events.map(() => "?").join(", ")})`;
 const names = (destination: Destination) => (destination.events ?? []) as SQLQueryBindings[];
 
+/**
+ * Counts and the first id of the events of `destination` in (from, to], of one installation when
+ * `installation` is given ("" for none): through event_keys (narrow, indexed by installation) up to
+ * its last copied row, and `events` only for the few past it, so a status stays cheap on a backlog
+ * of hundreds of thousands.
+ */
+function waiting(sqlite: Database, destination: Destination, from: number, to: number, installation?: string): { first: number | null; n: number } {
+  const keysThrough = sqlite.query<{ id: number | null }, []>("SELECT max(event_id) AS id FROM event_keys").get()?.id ?? 0;
+  const byInstallation = installation === undefined ? "" : "AND installation_id IS ?";
+  const bound = (lo: number, hi: number): SQLQueryBindings[] => [lo, hi, ...(installation === undefined ? [] : [installation === "" ? null : installation]), ...names(destination)];
+  const keyed = sqlite
+    .query<{ first: number | null; n: number }, SQLQueryBindings[]>(
+      `SELECT min(event_id) AS first, count(*) AS n FROM event_keys WHERE event_id > ? AND event_id <= ? ${byInstallation} ${only(destination)}`,
+    )
+    .get(...bound(from, Math.min(to, keysThrough)))!;
+  const recent = sqlite
+    .query<{ first: number | null; n: number }, SQLQueryBindings[]>(
+      `SELECT min(id) AS first, count(*) AS n FROM events WHERE id > ? AND id <= ? ${byInstallation} ${only(destination)}`,
+    )
+    .get(...bound(Math.max(from, keysThrough), to))!;
+  return { first: keyed.first ?? recent.first, n: keyed.n + recent.n };
+}
+
 /** One destination's progress; a destination that never started reports the whole log as pending from its end. */
 export function destinationStatus(sqlite: Database, destination: Destination, now = Date.now()): DestinationStatus {
   const row = sqlite
     .query<{ discovered_through: number; delivered: number }, [string]>("SELECT discovered_through, delivered FROM forward_destinations WHERE name = ?")
     .get(destination.name);
-  const discoveredThrough = row?.discovered_through ?? (sqlite.query<{ id: number | null }, []>("SELECT max(id) AS id FROM events").get()?.id ?? 0);
+  const newest = sqlite.query<{ id: number | null }, []>("SELECT max(id) AS id FROM events").get()?.id ?? 0;
+  const discoveredThrough = row?.discovered_through ?? newest;
   const lanes = sqlite
     .query<{ installation: string; through: number; attempts: number }, [string]>("SELECT installation, through, attempts FROM forward_lanes WHERE destination = ?")
     .all(destination.name);
-  const first = sqlite.query<{ id: number | null; n: number }, SQLQueryBindings[]>(
-    `SELECT min(id) AS id, count(*) AS n FROM events WHERE id > ? ${only(destination)}`,
-  );
-  const inLane = sqlite.query<{ id: number | null; n: number }, SQLQueryBindings[]>(
-    `SELECT min(id) AS id, count(*) AS n FROM events WHERE installation_id IS ? AND id > ? AND id <= ? ${only(destination)}`,
-  );
-  const undiscovered = first.get(discoveredThrough, ...names(destination))!;
+  const undiscovered = waiting(sqlite, destination, discoveredThrough, newest);
   let pending = undiscovered.n;
-  let oldest = undiscovered.id;
+  let oldest = undiscovered.first;
   let retrying = 0;
   for (const lane of lanes) {
-    const waiting = inLane.get(lane.installation === "" ? null : lane.installation, lane.through, discoveredThrough, ...names(destination))!;
-    pending += waiting.n;
-    if (waiting.id !== null && (oldest === null || waiting.id < oldest)) oldest = waiting.id;
-    if (lane.attempts > 0 && waiting.n > 0) retrying++;
+    const inLane = waiting(sqlite, destination, lane.through, discoveredThrough, lane.installation);
+    pending += inLane.n;
+    if (inLane.first !== null && (oldest === null || inLane.first < oldest)) oldest = inLane.first;
+    if (lane.attempts > 0 && inLane.n > 0) retrying++;
   }
   const count = (sql: string) => sqlite.query<{ n: number }, [string]>(sql).get(destination.name)!.n;
   retrying += count("SELECT count(*) AS n FROM forward_replays WHERE destination = ? AND attempts > 0");
