@@ -23,6 +23,18 @@ export interface Settings {
     pages: number;
     repeats: number;
   };
+  /** Forwarding (forward.ts): the ingest rows again with the receiver forwarding to bench/sink.ts,
+   * then an outage of the sink. */
+  forward: {
+    /** Deliveries ingested while the sink is down: the backlog the drain then sends. */
+    outageEvents: number;
+    /** Before the outage: ingest with the sink up for this long, then forwarding catches up. */
+    warmupSeconds: number;
+    /** After a load with the sink up: the longest wait for pending 0 before the lag is reported as it is. */
+    catchUpTimeoutSeconds: number;
+    /** After the outage: the longest wait for pending 0 from sink-up (longer is a failed run). */
+    drainTimeoutSeconds: number;
+  };
   /** The whole run is aborted (and cleaned up) past this. */
   watchdogSeconds: number;
 }
@@ -37,6 +49,7 @@ export const FULL: Settings = {
   sustained: { seconds: 60, rssEarlyAt: 10 },
   // 20% of 1,000,000 = 200,000 matching events: 2,000 pages of 100.
   query: { events: 1_000_000, matchingPerTen: 2, pages: 1000, repeats: 200 },
+  forward: { outageEvents: 500_000, warmupSeconds: 5, catchUpTimeoutSeconds: 120, drainTimeoutSeconds: 240 },
   watchdogSeconds: 14 * 60,
 };
 
@@ -50,6 +63,7 @@ export const QUICK: Settings = {
   sustained: { seconds: 12, rssEarlyAt: 4 },
   // 60% of 200,000 = 120,000 matching events: still 1,000 full pages to walk.
   query: { events: 200_000, matchingPerTen: 6, pages: 1000, repeats: 50 },
+  forward: { outageEvents: 50_000, warmupSeconds: 2, catchUpTimeoutSeconds: 60, drainTimeoutSeconds: 60 },
   watchdogSeconds: 5 * 60,
 };
 
@@ -70,4 +84,11 @@ export const TARGETS = {
    * (a garbage-collected runtime's RSS wobbles by a few MB; a leak under ~20,000 req/s does not stay
    * that small for a minute). */
   rssGrowthBytes: 10e6,
+  /** Forwarding's outage: peak RSS while the backlog builds and drains, at most this much above the
+   * peak of the warm-up (which ingested and forwarded the same way with no backlog). The sustained
+   * run's 10 MB for a garbage-collected runtime's wobble, plus about 10 MB that the log's growth by
+   * the backlog costs whatever forwarding does (the writer's digest index: 8 B a slot, 2^20 slots =
+   * 8.4 MB for 500,000 events); a forwarder that kept anything per pending event (40 B or more) in
+   * memory would exceed it at 500,000 events. */
+  outageRssGrowthBytes: 20e6,
 } as const;

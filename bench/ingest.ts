@@ -29,6 +29,17 @@ export interface IngestResult {
   logCheck: LogCheck | null;
 }
 
+/** What a caller can change about one receiver measurement (forward.ts runs the same rows with
+ * forwarding on). */
+export interface RunOptions {
+  /** More ICR_RECEIVER_* settings for the receiver. */
+  receiverEnv?: Record<string, string>;
+  /** Added to the row's name (in problems) and to its data directory's. */
+  variant?: string;
+  /** Runs after the measured load, before the receiver is stopped (and before its peak RSS is taken). */
+  afterLoad?: (server: RunningServer) => Promise<void>;
+}
+
 /** Head room over the rate seen so far when sizing the pools for the next run (a warm-up can be
  * slower than the run it warms up, more so on a machine that others are using). */
 const POOL_MARGIN = 1.75;
@@ -42,13 +53,13 @@ function poolNeed(after: WrkResult, seconds: number): number {
   return Math.ceil(Math.max(...perThread)) + 1000;
 }
 
-function dataDirFor(ctx: IngestContext, name: string): string {
+export function dataDirFor(ctx: IngestContext, name: string): string {
   const dir = join(ctx.runsDir, name);
   mkdirSync(dir, { recursive: true });
   return dir;
 }
 
-function flagWrk(ctx: IngestContext, what: string, result: WrkResult, strict: boolean): void {
+export function flagWrk(ctx: IngestContext, what: string, result: WrkResult, strict: boolean): void {
   if (result.exhausted) {
     ctx.problems.push(`${what}: a wrk thread ran out of precomputed deliveries (the pool was sized too small)`);
   }
@@ -78,7 +89,7 @@ async function probeFailures(ctx: IngestContext, server: RunningServer, what: st
 }
 
 /** Stops the server; for the receiver, checks that it exited 0 and that its log holds every 2xx. */
-async function finish(ctx: IngestContext, server: RunningServer, what: string, runs: WrkResult[]) {
+export async function finish(ctx: IngestContext, server: RunningServer, what: string, runs: WrkResult[]) {
   const probeAcknowledged = server.kind === "receiver" ? await probeFailures(ctx, server, what, runs) : false;
   const exit = await stop(server.child);
   let logCheck: LogCheck | null = null;
@@ -105,9 +116,11 @@ export async function measureIngest(
   connections: number,
   warmupSeconds: number,
   seconds: number,
+  { receiverEnv, variant, afterLoad }: RunOptions = {},
 ): Promise<IngestResult> {
-  const what = `${SERVER_LABELS[kind]}, ${connections} connections`;
-  const server = await startServer(kind, ctx.paths, ctx.secrets, dataDirFor(ctx, `${kind}-c${connections}`));
+  const what = `${SERVER_LABELS[kind]}${variant ? ` (${variant})` : ""}, ${connections} connections`;
+  const dataDir = dataDirFor(ctx, `${kind}-c${connections}${variant ? `-${variant}` : ""}`);
+  const server = await startServer(kind, ctx.paths, ctx.secrets, dataDir, receiverEnv);
   const sampler = new RssSampler(server.child.pid);
   try {
     const load = {
@@ -123,6 +136,7 @@ export async function measureIngest(
     if (added > 0) ctx.log(`  (pool grown by ${added} deliveries for the measured run)`);
     const measured = await runWrk({ ...load, seconds, offsets: warm.threads.map((t) => t.pos) });
     flagWrk(ctx, what, measured, kind === "receiver");
+    await afterLoad?.(server);
     const peakRssBytes = sampler.finish();
     const { exit, logCheck } = await finish(ctx, server, what, [warm, measured]);
     return { kind, connections, wrk: measured, peakRssBytes, exit, logCheck };
@@ -144,10 +158,12 @@ export interface FixedRateResult {
 export async function measureFixedRate(
   ctx: IngestContext,
   { rate, connections, warmupSeconds, seconds }: { rate: number; connections: number; warmupSeconds: number; seconds: number },
+  { receiverEnv, variant, afterLoad }: RunOptions = {},
 ): Promise<FixedRateResult> {
-  const what = `${SERVER_LABELS.receiver}, fixed ${rate} req/s`;
+  const what = `${SERVER_LABELS.receiver}${variant ? ` (${variant})` : ""}, fixed ${rate} req/s`;
   ctx.pool.ensure(Math.ceil((rate * (warmupSeconds + seconds) * POOL_MARGIN) / ctx.threads) + 1000);
-  const server = await startServer("receiver", ctx.paths, ctx.secrets, dataDirFor(ctx, "receiver-fixed-rate"));
+  const dataDir = dataDirFor(ctx, `receiver-fixed-rate${variant ? `-${variant}` : ""}`);
+  const server = await startServer("receiver", ctx.paths, ctx.secrets, dataDir, receiverEnv);
   const sampler = new RssSampler(server.child.pid);
   try {
     const load = {
@@ -162,6 +178,7 @@ export async function measureFixedRate(
     flagWrk(ctx, `${what} (warm-up)`, warm, true);
     const measured = await runWrk({ ...load, seconds, offsets: warm.threads.map((t) => t.pos) });
     flagWrk(ctx, what, measured, true);
+    await afterLoad?.(server);
     const peakRssBytes = sampler.finish();
     const { logCheck } = await finish(ctx, server, what, [warm, measured]);
     return { rate, connections, wrk: measured, peakRssBytes, logCheck };

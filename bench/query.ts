@@ -72,21 +72,27 @@ const KNOWN_COLUMNS = {
 } as const;
 type Table = keyof typeof KNOWN_COLUMNS;
 
-/** The receiver's tamper-evidence chain (src/log/chain.ts), when its schema has one: the rows
- * loaded here must carry the same chain_hash the receiver's writer would have computed. */
+/** The receiver's tamper-evidence chain (src/log/chain.ts, its layout from src/log/columns.ts), when
+ * its schema has one: the rows loaded here must carry the same chain_hash the receiver's writer
+ * would have computed. */
 interface ChainModule {
   GENESIS: string;
-  CHAINED_COLUMNS: Record<Table, readonly string[]>;
+  chainedValues(table: Table, get: (column: { key: string; name: string }) => unknown): unknown[];
   chainHash(previous: string, row: readonly unknown[]): string;
+  /** The columns every row's chain covers, by SQL name (columns chained only when set are left NULL here). */
+  chained: Record<Table, string[]>;
 }
 
 async function loadChainModule(): Promise<ChainModule> {
   const path = join(import.meta.dir, "..", "src", "log", "chain.ts");
+  const layoutPath = join(import.meta.dir, "..", "src", "log", "columns.ts");
   const module = (await import(path)) as Partial<ChainModule>;
-  if (typeof module.chainHash !== "function" || typeof module.GENESIS !== "string" || module.CHAINED_COLUMNS === undefined) {
-    throw new Error(`${path} no longer exports GENESIS, CHAINED_COLUMNS and chainHash: update bench/query.ts`);
+  const layout = ((await import(layoutPath)) as { CHAIN_LAYOUT?: Record<Table, { chained: { name: string }[] }> }).CHAIN_LAYOUT;
+  if (typeof module.chainHash !== "function" || typeof module.GENESIS !== "string" || typeof module.chainedValues !== "function" || layout === undefined) {
+    throw new Error(`${path} no longer exports GENESIS, chainedValues and chainHash (or ${layoutPath} CHAIN_LAYOUT): update bench/query.ts`);
   }
-  return module as ChainModule;
+  const chained = { events: layout.events.chained.map((c) => c.name), deliveries: layout.deliveries.chained.map((c) => c.name) };
+  return { GENESIS: module.GENESIS, chainedValues: module.chainedValues, chainHash: module.chainHash, chained };
 }
 
 interface InsertPlan {
@@ -114,7 +120,7 @@ function planInsert(db: Database, table: Table, chain: ChainModule | null): Inse
   }
   const chained = columns.includes("chain_hash");
   if (chained) {
-    const missing = chain!.CHAINED_COLUMNS[table].filter((c) => !known.has(c));
+    const missing = chain!.chained[table].filter((c) => !known.has(c));
     if (missing.length > 0) throw new Error(`the ${table} chain covers ${missing.join(", ")}, unknown to bench/query.ts`);
   }
   const statement = db.prepare(`INSERT INTO ${table} (${columns.join(", ")}) VALUES (${columns.map(() => "?").join(", ")})`);
@@ -123,7 +129,7 @@ function planInsert(db: Database, table: Table, chain: ChainModule | null): Inse
 
 function insertRow(plan: InsertPlan, chain: ChainModule | null, row: Record<string, string | number | null>): void {
   if (plan.previous !== null) {
-    const hash = chain!.chainHash(plan.previous, chain!.CHAINED_COLUMNS[plan.table].map((c) => row[c]));
+    const hash = chain!.chainHash(plan.previous, chain!.chainedValues(plan.table, (c) => row[c.name]));
     row.chain_hash = hash;
     plan.previous = hash;
   }

@@ -1,6 +1,7 @@
 // The one table the run ends with (Markdown, so it pastes into the README as it is), the receiver's
 // ratios to each peer, the extra figures, and PASS/FAIL against issue 3's targets.
 import { TARGETS, type Settings } from "./config.ts";
+import type { FixedRateForwarding, IngestForwarding, OutageResult } from "./forward.ts";
 import type { FixedRateResult, IngestResult, SustainedResult } from "./ingest.ts";
 import type { Machine, Noise } from "./machine.ts";
 import type { QueryResult } from "./query.ts";
@@ -20,6 +21,7 @@ export interface RunReport {
   ingest: IngestResult[];
   fixedRate: FixedRateResult;
   sustained: SustainedResult;
+  forwarding: { fixedRate: FixedRateForwarding; ingest: IngestForwarding; outage: OutageResult };
   query: QueryResult;
   problems: string[];
 }
@@ -50,23 +52,29 @@ function find(results: IngestResult[], kind: ServerKind, connections: number): I
   return results.find((r) => r.kind === kind && r.connections === connections);
 }
 
+function ingestRow(label: string, r: IngestResult): string[] {
+  return [
+    label,
+    String(r.connections),
+    int(r.wrk.reqPerSec),
+    ms(r.wrk.latencyMs.p50),
+    ms(r.wrk.latencyMs.p99),
+    mb(r.peakRssBytes),
+    int(r.wrk.non2xx),
+    int(socketErrorCount(r.wrk)),
+    pct(r.wrk.noise.other),
+  ];
+}
+
 function ingestTable(report: RunReport): string {
   const rows: string[][] = [];
   for (const connections of report.settings.connections) {
     for (const kind of SERVER_KINDS) {
       const r = find(report.ingest, kind, connections);
       if (r === undefined) continue;
-      rows.push([
-        SHORT[kind],
-        String(connections),
-        int(r.wrk.reqPerSec),
-        ms(r.wrk.latencyMs.p50),
-        ms(r.wrk.latencyMs.p99),
-        mb(r.peakRssBytes),
-        int(r.wrk.non2xx),
-        int(socketErrorCount(r.wrk)),
-        pct(r.wrk.noise.other),
-      ]);
+      rows.push(ingestRow(SHORT[kind], r));
+      const forwarding = report.forwarding.ingest.result;
+      if (kind === "receiver" && forwarding.connections === connections) rows.push(ingestRow(`${SHORT.receiver} + forwarding`, forwarding));
     }
   }
   return table(["server", "conns", "req/s", "p50 ms", "p99 ms", "peak RSS MB", "non-2xx", "socket errors", "other CPU"], rows);
@@ -105,6 +113,7 @@ function extraFigures(report: RunReport, verdicts: Verdicts): void {
     `<= ${TARGETS.fixedRateP99Ms} ms`,
     fixedRate.wrk.latencyMs.p99 <= TARGETS.fixedRateP99Ms && fixedRate.wrk.reqPerSec >= fixedRate.rate * 0.95,
   );
+  forwardingFigures(report, add);
   const receiverRuns = [...report.ingest.filter((r) => r.kind === "receiver"), sustained];
   const peak = Math.max(...receiverRuns.map((r) => r.peakRssBytes));
   add("receiver peak RSS over all ingest runs", `${mb(peak)} MB`, `<= ${mb(TARGETS.peakRssBytes)} MB`, peak <= TARGETS.peakRssBytes);
@@ -115,7 +124,10 @@ function extraFigures(report: RunReport, verdicts: Verdicts): void {
     `growth <= ${mb(TARGETS.rssGrowthBytes)} MB`,
     growth <= TARGETS.rssGrowthBytes,
   );
-  const checks = [...receiverRuns, fixedRate].map((r) => r.logCheck).filter((c) => c !== null);
+  const { forwarding } = report;
+  const checks = [...receiverRuns, fixedRate, forwarding.fixedRate.result, forwarding.ingest.result, forwarding.outage]
+    .map((r) => r.logCheck)
+    .filter((c) => c !== null);
   const acknowledged = checks.reduce((s, c) => s + c.acknowledged, 0);
   const stored = checks.reduce((s, c) => s + c.deliveries, 0);
   const missing = checks.reduce((s, c) => s + c.missing, 0);
@@ -145,6 +157,52 @@ function extraFigures(report: RunReport, verdicts: Verdicts): void {
   add(`peak RSS while serving the queries`, `${mb(query.peakRssBytes)} MB`, "reported", null);
 }
 
+type Add = (figure: string, value: string, target: string, pass: boolean | null) => void;
+
+const seconds = (s: number | null) => (s === null ? "not within the timeout" : `${s.toFixed(1)} s`);
+
+/** The forwarding rows (forward.ts), after the fixed-rate row they compare with. */
+function forwardingFigures(report: RunReport, add: Add): void {
+  const { fixedRate, ingest, outage } = report.forwarding;
+  const fixed = fixedRate.result;
+  const f = fixedRate.forwarding;
+  add(
+    `p99 at a fixed ${int(fixed.rate)} req/s with forwarding on (achieved ${int(fixed.wrk.reqPerSec)} req/s; p50 ${ms(fixed.wrk.latencyMs.p50)} ms; ` +
+      `${int(f.final.delivered)} of ${int(f.stored)} events forwarded, lag at the end of the load ${int(f.atLoadEnd.pending)})`,
+    `${ms(fixed.wrk.latencyMs.p99)} ms`,
+    `<= ${TARGETS.fixedRateP99Ms} ms`,
+    fixed.wrk.latencyMs.p99 <= TARGETS.fixedRateP99Ms && fixed.wrk.reqPerSec >= fixed.rate * 0.95,
+  );
+  const on = ingest.result;
+  const off = find(report.ingest, "receiver", on.connections);
+  const g = ingest.forwarding;
+  const forwardedDuringLoad = g.atLoadEnd.delivered;
+  add(
+    `ingest with forwarding on / off, ${on.connections} conns (${int(on.wrk.reqPerSec)} / ${int(off?.wrk.reqPerSec ?? NaN)} req/s); ` +
+      `forwarded during the ${g.loadSeconds}-s load ${int(forwardedDuringLoad)} of ${int(g.stored)} (${int(forwardedDuringLoad / g.loadSeconds)}/s), ` +
+      `lag at its end ${int(g.atLoadEnd.pending)} events, pending 0 ${seconds(g.catchUpSeconds)} later` +
+      (g.catchUpSeconds === null ? ` (still ${int(g.final.pending)} pending)` : ""),
+    `${(on.wrk.reqPerSec / (off?.wrk.reqPerSec ?? NaN)).toFixed(2)}x`,
+    "reported",
+    null,
+  );
+  const r = outage.rss;
+  const growth = Math.max(r.buildUpPeak, r.drainPeak) - r.warmUpPeak;
+  add(
+    `sink down (503): RSS while ${int(outage.backlog)} events pile up (${int(outage.buildUpRate)} req/s, ${outage.buildUpSeconds.toFixed(0)} s) and drain: ` +
+      "warm-up peak / build-up peak / drain peak / at pending 0",
+    `${mb(r.warmUpPeak)} / ${mb(r.buildUpPeak)} / ${mb(r.drainPeak)} / ${mb(r.after)} MB (${growth >= 0 ? "+" : ""}${mb(growth)} MB)`,
+    `growth <= ${mb(TARGETS.outageRssGrowthBytes)} MB`,
+    growth <= TARGETS.outageRssGrowthBytes,
+  );
+  add(
+    `drain after the outage: ${int(outage.backlog)} pending from sink-up to pending 0 (first request at the sink after ${seconds(outage.firstDeliverySeconds)}; ${int(outage.refused)} retries refused during the outage)`,
+    outage.drainSeconds === null ? "not drained" : `${int(outage.drainRate)} events/s (${outage.drainSeconds.toFixed(1)} s)`,
+    "reported",
+    null,
+  );
+}
+
 export function renderReport(report: RunReport): { text: string; failures: number } {
   const { machine, settings } = report;
   const verdicts: Verdicts = { lines: [], failures: 0 };
@@ -160,6 +218,9 @@ export function renderReport(report: RunReport): { text: string; failures: numbe
     `- Load: \`wrk -t${settings.threads} -c<conns>\` keep-alive on 127.0.0.1, ${settings.warmupSeconds} s warm-up then ${settings.seconds} s measured, a fresh server and database per row; ` +
       `every request a distinct validly signed delivery (mean body ${int(report.meanBodyBytes)} B), each wrk thread with its own share; ` +
       "latency percentiles as wrk reports them (with its coordinated-omission correction); MB = 10^6 bytes.",
+    `- Forwarding rows: the receiver forwards to bench/sink.ts (its own Bun process on 127.0.0.1: reads each body, answers 204, checks no signature), ` +
+      "`ICR_RECEIVER_FORWARD_BACKOFF=1s`, default concurrency; its deliveries have 4 installations, so 4 lanes; the + forwarding row's peak RSS includes the catch-up after the load. The outage: the sink answers 503 with Retry-After: 1 " +
+      `while ${int(settings.forward.outageEvents)}+ deliveries are ingested, after a ${settings.forward.warmupSeconds}-s warm-up with the sink up; RSS = VmRSS every 100 ms.`,
     `- Other people's load: before ${noise(report.noiseBefore)}; after ${noise(report.noiseAfter)}; "other CPU" in the table is the share of the machine used by processes other than the server, wrk and the benchmark during that row.`,
     "",
     ingest,

@@ -1,7 +1,8 @@
 // `bun run bench [--quick] [--no-peer-cache]`: issue 3's benchmark. Installs wrk if needed, builds
 // the receiver, installs the Express peer, then measures, in one run and under the same load, the
 // HTTP ceiling, the durable floor, the Express peer and the compiled receiver; then the receiver
-// alone at a fixed rate, for a sustained minute, and on a log of 1,000,000 events. Prints one
+// alone at a fixed rate, for a sustained minute, with forwarding on (forward.ts: at the fixed rate, at
+// full speed, and through an outage of its destination), and on a log of 1,000,000 events. Prints one
 // Markdown report with PASS/FAIL against the targets.
 //
 // Exit status: 0 every target met; 2 the run is valid but a target was missed; 1 the run is invalid
@@ -15,6 +16,7 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { FULL, QUICK, type Settings } from "./config.ts";
 import { DeliveryPool } from "./deliveries.ts";
+import { measureFixedRateForwarding, measureIngestForwarding, measureOutage } from "./forward.ts";
 import { measureFixedRate, measureIngest, measureSustained, type IngestContext, type IngestResult } from "./ingest.ts";
 import { describeMachine, sampleNoise } from "./machine.ts";
 import { stopAll } from "./processes.ts";
@@ -140,6 +142,31 @@ async function main(): Promise<number> {
     });
     log(`  RSS by second (MB): ${sustained.rssBySecond.map(([, b]) => (b / 1e6).toFixed(0)).join(" ")}`);
 
+    // Forwarding: before the query benchmark, which frees the delivery pools these rows still need.
+    log(`receiver at a fixed ${settings.fixedRate.rate} req/s with forwarding on`);
+    const fixedForwarding = await measureFixedRateForwarding(ctx, settings);
+    log(
+      `  p50 ${fixedForwarding.result.wrk.latencyMs.p50.toFixed(2)} ms, p99 ${fixedForwarding.result.wrk.latencyMs.p99.toFixed(2)} ms; ` +
+        `lag at the end ${fixedForwarding.forwarding.atLoadEnd.pending}, forwarded ${fixedForwarding.forwarding.final.delivered}`,
+    );
+    log(`receiver with forwarding on, ${targetConnections} connections`);
+    const ingestForwarding = await measureIngestForwarding(ctx, settings, targetConnections);
+    const g = ingestForwarding.forwarding;
+    log(
+      `${describe(ingestForwarding.result)}\n  forwarding: ${g.atLoadEnd.delivered} forwarded during the load, lag ${g.atLoadEnd.pending} at its end, ` +
+        `pending 0 after ${g.catchUpSeconds === null ? "(timed out)" : `${g.catchUpSeconds.toFixed(1)} s`}; sink received ${g.sinkCount}`,
+    );
+    log(`sink outage: ${settings.forward.outageEvents.toLocaleString("en-US")} events with the sink down, then the drain`);
+    const outage = await measureOutage(ctx, settings);
+    log(
+      `  backlog ${outage.backlog} at ${Math.round(outage.buildUpRate)} req/s; drain ${outage.drainSeconds?.toFixed(1) ?? "timed out"} s ` +
+        `(${Math.round(outage.drainRate)} events/s, first request after ${outage.firstDeliverySeconds?.toFixed(2) ?? "-"} s)`,
+    );
+    log(
+      `  RSS by second (MB; outage at ${outage.outageAtSecond} s, sink up at ${outage.upAtSecond} s): ` +
+        outage.rssBySecond.map(([, b]) => (b / 1e6).toFixed(0)).join(" "),
+    );
+
     log(`query benchmark: ${settings.query.events.toLocaleString("en-US")} events`);
     rmSync(poolDir, { recursive: true, force: true }); // the pools are not needed any more: free the disk
     const query = await measureQueries(ctx.paths, secrets, root, settings.query, log);
@@ -159,6 +186,7 @@ async function main(): Promise<number> {
       ingest,
       fixedRate,
       sustained,
+      forwarding: { fixedRate: fixedForwarding, ingest: ingestForwarding, outage },
       query,
       problems: ctx.problems,
     });

@@ -46,7 +46,14 @@ function cleanEnv(extra: Record<string, string>): Record<string, string | undefi
   return { ...env, ...extra };
 }
 
-function command(kind: ServerKind, paths: Paths, secrets: Secrets, port: number, dataDir: string): { cmd: string[]; env: Record<string, string | undefined>; cwd: string } {
+function command(
+  kind: ServerKind,
+  paths: Paths,
+  secrets: Secrets,
+  port: number,
+  dataDir: string,
+  extraEnv: Record<string, string>,
+): { cmd: string[]; env: Record<string, string | undefined>; cwd: string } {
   switch (kind) {
     case "ceiling":
       return { cmd: [process.execPath, join(paths.peersDir, "bun-ceiling.ts")], env: cleanEnv({ PORT: String(port) }), cwd: dataDir };
@@ -71,6 +78,7 @@ function command(kind: ServerKind, paths: Paths, secrets: Secrets, port: number,
           ICR_RECEIVER_DATA_DIR: dataDir,
           ICR_RECEIVER_SECRET: secrets.webhookSecret,
           ICR_RECEIVER_QUERY_TOKEN: secrets.queryToken,
+          ...extraEnv,
         }),
         cwd: dataDir,
       };
@@ -80,10 +88,17 @@ function command(kind: ServerKind, paths: Paths, secrets: Secrets, port: number,
 /**
  * Starts a server on a free port with `dataDir` as its data directory and waits until it is
  * ready: the receiver when GET /healthz answers 200, the peers when they accept connections.
+ * `receiverEnv`: more ICR_RECEIVER_* settings for the receiver (forwarding, see forward.ts).
  */
-export async function startServer(kind: ServerKind, paths: Paths, secrets: Secrets, dataDir: string): Promise<RunningServer> {
+export async function startServer(
+  kind: ServerKind,
+  paths: Paths,
+  secrets: Secrets,
+  dataDir: string,
+  receiverEnv: Record<string, string> = {},
+): Promise<RunningServer> {
   const port = freePort();
-  const { cmd, env, cwd } = command(kind, paths, secrets, port, dataDir);
+  const { cmd, env, cwd } = command(kind, paths, secrets, port, dataDir, receiverEnv);
   const spawnedAt = performance.now();
   const child = spawnTracked(cmd, { env, cwd, logFile: join(dataDir, `${kind}.log`) });
   const receiverDb = kind === "receiver" ? join(dataDir, "icr-receiver.db") : null;
