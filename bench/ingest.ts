@@ -36,6 +36,8 @@ export interface RunOptions {
   receiverEnv?: Record<string, string>;
   /** Added to the row's name (in problems) and to its data directory's. */
   variant?: string;
+  /** Runs once the receiver is up, before the load. */
+  beforeLoad?: (server: RunningServer) => Promise<void>;
   /** Runs after the measured load, before the receiver is stopped (and before its peak RSS is taken). */
   afterLoad?: (server: RunningServer) => Promise<void>;
 }
@@ -158,7 +160,7 @@ export interface FixedRateResult {
 export async function measureFixedRate(
   ctx: IngestContext,
   { rate, connections, warmupSeconds, seconds }: { rate: number; connections: number; warmupSeconds: number; seconds: number },
-  { receiverEnv, variant, afterLoad }: RunOptions = {},
+  { receiverEnv, variant, beforeLoad, afterLoad }: RunOptions = {},
 ): Promise<FixedRateResult> {
   const what = `${SERVER_LABELS.receiver}${variant ? ` (${variant})` : ""}, fixed ${rate} req/s`;
   ctx.pool.ensure(Math.ceil((rate * (warmupSeconds + seconds) * POOL_MARGIN) / ctx.threads) + 1000);
@@ -166,6 +168,7 @@ export async function measureFixedRate(
   const server = await startServer("receiver", ctx.paths, ctx.secrets, dataDir, receiverEnv);
   const sampler = new RssSampler(server.child.pid);
   try {
+    await beforeLoad?.(server);
     const load = {
       url: `http://127.0.0.1:${server.port}/webhook`,
       threads: ctx.threads,

@@ -5,6 +5,7 @@ import type { FixedRateForwarding, IngestForwarding, OutageResult } from "./forw
 import type { FixedRateResult, IngestResult, SustainedResult } from "./ingest.ts";
 import type { Machine, Noise } from "./machine.ts";
 import type { QueryResult } from "./query.ts";
+import type { FixedRateStreams } from "./streams.ts";
 import { SERVER_KINDS, type ServerKind } from "./servers.ts";
 import { socketErrorCount } from "./wrk.ts";
 
@@ -22,6 +23,7 @@ export interface RunReport {
   fixedRate: FixedRateResult;
   sustained: SustainedResult;
   forwarding: { fixedRate: FixedRateForwarding; ingest: IngestForwarding; outage: OutageResult };
+  streams: FixedRateStreams;
   query: QueryResult;
   problems: string[];
 }
@@ -113,6 +115,15 @@ function extraFigures(report: RunReport, verdicts: Verdicts): void {
     `<= ${TARGETS.fixedRateP99Ms} ms`,
     fixedRate.wrk.latencyMs.p99 <= TARGETS.fixedRateP99Ms && fixedRate.wrk.reqPerSec >= fixedRate.rate * 0.95,
   );
+  const { streams } = report;
+  const withStreams = streams.result;
+  add(
+    `p99 at a fixed ${int(withStreams.rate)} req/s with ${streams.streams} open event streams (achieved ${int(withStreams.wrk.reqPerSec)} req/s; p50 ${ms(withStreams.wrk.latencyMs.p50)} ms; ` +
+      `each stream received ${streams.fewest === streams.most ? int(streams.fewest) : `${int(streams.fewest)}-${int(streams.most)}`} of the ${int(streams.stored)} events stored)`,
+    `${ms(withStreams.wrk.latencyMs.p99)} ms`,
+    `<= ${TARGETS.fixedRateP99Ms} ms`,
+    withStreams.wrk.latencyMs.p99 <= TARGETS.fixedRateP99Ms && withStreams.wrk.reqPerSec >= withStreams.rate * 0.95 && streams.fewest === streams.stored,
+  );
   forwardingFigures(report, add);
   const receiverRuns = [...report.ingest.filter((r) => r.kind === "receiver"), sustained];
   const peak = Math.max(...receiverRuns.map((r) => r.peakRssBytes));
@@ -125,7 +136,7 @@ function extraFigures(report: RunReport, verdicts: Verdicts): void {
     growth <= TARGETS.rssGrowthBytes,
   );
   const { forwarding } = report;
-  const checks = [...receiverRuns, fixedRate, forwarding.fixedRate.result, forwarding.ingest.result, forwarding.outage]
+  const checks = [...receiverRuns, fixedRate, streams.result, forwarding.fixedRate.result, forwarding.ingest.result, forwarding.outage]
     .map((r) => r.logCheck)
     .filter((c) => c !== null);
   const acknowledged = checks.reduce((s, c) => s + c.acknowledged, 0);

@@ -23,8 +23,12 @@ import { stopAll } from "./processes.ts";
 import { measureQueries } from "./query.ts";
 import { renderReport } from "./report.ts";
 import { SERVER_KINDS, SERVER_LABELS } from "./servers.ts";
+import { measureFixedRateStreams } from "./streams.ts";
 import { buildReceiver, ensureWrk, expressPeer, sourceRevision } from "./setup.ts";
 import { socketErrorCount } from "./wrk.ts";
+
+/** Open event streams during the fixed-rate row that measures what they cost ingest (issue 13). */
+const STREAMS = 50;
 
 const USAGE = `usage: bun run bench [--quick] [--no-peer-cache]
   --quick          a short smoke run (about 2 minutes): shorter runs, a 200,000-event log
@@ -142,6 +146,10 @@ async function main(): Promise<number> {
     });
     log(`  RSS by second (MB): ${sustained.rssBySecond.map(([, b]) => (b / 1e6).toFixed(0)).join(" ")}`);
 
+    log(`receiver at a fixed ${settings.fixedRate.rate} req/s with ${STREAMS} open event streams`);
+    const streams = await measureFixedRateStreams(ctx, settings, STREAMS);
+    log(`  p50 ${streams.result.wrk.latencyMs.p50.toFixed(2)} ms, p99 ${streams.result.wrk.latencyMs.p99.toFixed(2)} ms; each stream received ${streams.fewest}-${streams.most} of ${streams.stored}`);
+
     // Forwarding: before the query benchmark, which frees the delivery pools these rows still need.
     log(`receiver at a fixed ${settings.fixedRate.rate} req/s with forwarding on`);
     const fixedForwarding = await measureFixedRateForwarding(ctx, settings);
@@ -187,6 +195,7 @@ async function main(): Promise<number> {
       fixedRate,
       sustained,
       forwarding: { fixedRate: fixedForwarding, ingest: ingestForwarding, outage },
+      streams,
       query,
       problems: ctx.problems,
     });

@@ -1,0 +1,36 @@
+// Holds STREAMS open event streams (GET /events/stream) on the receiver at STREAM_URL and reads
+// them as a client would, in a process of its own. Prints "ready" once every stream is open; on
+// SIGTERM prints one JSON line, how many events each stream received, and exits.
+const url = process.env.STREAM_URL!;
+const token = process.env.QUERY_TOKEN!;
+const streams = Number(process.env.STREAMS ?? 50);
+const counts = new Array<number>(streams).fill(0);
+const controller = new AbortController();
+
+async function read(i: number, opened: () => void): Promise<void> {
+  const response = await fetch(url, { headers: { authorization: `Bearer ${token}` }, signal: controller.signal });
+  if (response.status !== 200 || response.body === null) throw new Error(`stream ${i}: status ${response.status}`);
+  opened();
+  const decoder = new TextDecoder();
+  let buffered = "";
+  try {
+    for await (const chunk of response.body) {
+      buffered += decoder.decode(chunk, { stream: true });
+      let end: number;
+      while ((end = buffered.indexOf("\n\n")) >= 0) {
+        if (buffered.startsWith("id: ")) counts[i]!++;
+        buffered = buffered.slice(end + 2);
+      }
+    }
+  } catch {
+    // Aborted at the end.
+  }
+}
+
+let open = 0;
+for (let i = 0; i < streams; i++) void read(i, () => ++open === streams && console.log("ready")).catch((error) => (console.error(String(error)), process.exit(1)));
+process.on("SIGTERM", () => {
+  controller.abort();
+  console.log(JSON.stringify({ counts }));
+  process.exit(0);
+});
