@@ -15,6 +15,7 @@ import { health } from "./http/health.ts";
 import { metricsEndpoint, ReceiverMetrics } from "./http/metrics.ts";
 import { webhook, type DeliveryOutcome } from "./http/webhook.ts";
 import { silentLogger, type Logger } from "./logger.ts";
+import { startReconcileSchedule, type ScheduleOptions } from "./reconcile/schedule.ts";
 
 export interface AppOptions {
   logger?: Logger;
@@ -149,6 +150,8 @@ export function createApp(
 export interface ReceiverOptions extends AppOptions {
   /** How long a write waits for a lock another process holds before it fails (ms). */
   busyTimeoutMs?: number;
+  /** Tests shorten the scheduled reconciliation's backoff and settle time. */
+  reconcile?: Pick<ScheduleOptions, "api" | "reconcile">;
 }
 
 /**
@@ -156,7 +159,7 @@ export interface ReceiverOptions extends AppOptions {
  * and the app (not yet listening). `close` stops it in order: no new requests, every one in flight
  * answered, forwarding's requests settled, the log closed.
  */
-export async function startReceiver(config: Config, { logger = silentLogger, busyTimeoutMs, ...options }: ReceiverOptions = {}) {
+export async function startReceiver(config: Config, { logger = silentLogger, busyTimeoutMs, reconcile, ...options }: ReceiverOptions = {}) {
   const metrics = options.metrics ?? new ReceiverMetrics(pkg.version);
   let forwarding: Forwarding | undefined;
   const commitListeners = new Set<() => void>();
@@ -199,10 +202,22 @@ export async function startReceiver(config: Config, { logger = silentLogger, bus
   }
   const onCommit = (listener: () => void) => (commitListeners.add(listener), () => void commitListeners.delete(listener));
   const { app, close } = createApp(config, log, { ...options, logger, metrics, forwardProgress, onCommit });
+  if (config.reconcile) metrics.reconcileScheduled(config.reconcile.everyMs / 1000);
+  // Off the request path: a run only reads ICR and the log, and writes its one row when done.
+  const reconciling = config.reconcile
+    ? startReconcileSchedule(config.reconcile, {
+        log,
+        logger,
+        userAgent: `icr-receiver/${pkg.version}`,
+        onRun: (outcome) => metrics.reconcileRun("result" in outcome ? outcome.result.counts : null),
+        ...reconcile,
+      })
+    : undefined;
   return {
     app,
     log,
     async close() {
+      await reconciling?.stop();
       await close();
       await forwarding?.stop();
       forwardProgress?.close();

@@ -1,6 +1,6 @@
 // Configuration: flags, then ICR_RECEIVER_* environment, then systemd credentials, then files in
 // the data directory. Secrets and tokens are only ever read from files or the environment.
-import { randomBytes } from "node:crypto";
+import { createPrivateKey, randomBytes, type KeyObject } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
@@ -23,6 +23,21 @@ export interface Config {
   forwarding: ForwardingConfig | null;
   /** Open event streams (GET /events/stream) at most. */
   streamLimit: number;
+  /** Reconciliation with ICR's API inside the server; absent or null: off. */
+  reconcile?: ScheduledReconcile | null;
+}
+
+/** How to reach ICR's API as the app: its id, its private key (never printed) and the API's base URL. */
+export interface IcrApiConfig {
+  appId: string;
+  /** The app's RSA private key, parsed: a KeyObject prints as `KeyObject { type: 'private' }`, never its bytes. */
+  privateKey: KeyObject;
+  apiUrl: string;
+}
+
+export interface ScheduledReconcile {
+  api: IcrApiConfig;
+  everyMs: number;
 }
 
 /** One destination of forwarding: every event, or only those named in `events`. */
@@ -73,6 +88,10 @@ const VALUE_SETTINGS = {
   "forward-backoff": "ICR_RECEIVER_FORWARD_BACKOFF",
   "forward-max-age": "ICR_RECEIVER_FORWARD_MAX_AGE",
   "forward-concurrency": "ICR_RECEIVER_FORWARD_CONCURRENCY",
+  "icr-app-id": "ICR_RECEIVER_ICR_APP_ID",
+  "icr-private-key-file": "ICR_RECEIVER_ICR_PRIVATE_KEY_FILE",
+  "icr-api-url": "ICR_RECEIVER_ICR_API_URL",
+  "reconcile-every": "ICR_RECEIVER_RECONCILE_EVERY",
 } as const;
 type Setting = keyof typeof VALUE_SETTINGS;
 
@@ -90,6 +109,7 @@ export const DEFAULTS = {
   forwardMaxBackoff: "1h",
   forwardMaxAge: "3d",
   forwardConcurrency: 8,
+  icrApiUrl: "https://api.carbonregistry.com",
 };
 
 /** File names looked up in $CREDENTIALS_DIRECTORY and in the data directory. */
@@ -98,7 +118,14 @@ export const CREDENTIAL_FILES = {
   secrets: "webhook-secrets",
   queryToken: "query-token",
   forwardSecret: "forward-secret",
+  icrPrivateKey: "icr-private-key.pem",
 };
+
+/** The ICR API settings' help, shared by `serve` and `reconcile`. */
+export const ICR_API_HELP_LINES = `  --icr-app-id ID          the ICR app's id          ICR_RECEIVER_ICR_APP_ID
+  --icr-private-key-file F its private key (PEM)     ICR_RECEIVER_ICR_PRIVATE_KEY_FILE (else ${CREDENTIAL_FILES.icrPrivateKey} in
+                           $CREDENTIALS_DIRECTORY, then in the data directory; never taken as a value)
+  --icr-api-url URL        ICR's API                 ICR_RECEIVER_ICR_API_URL (default ${DEFAULTS.icrApiUrl})`;
 
 export const OPTIONS_HELP = `Options (each also read from the environment variable shown):
   --host HOST              listen address            ICR_RECEIVER_HOST (default ${DEFAULTS.host})
@@ -125,6 +152,10 @@ Forwarding every event to your app (off unless a destination is given):
   --forward-backoff D      first retry delay         ICR_RECEIVER_FORWARD_BACKOFF (default ${DEFAULTS.forwardBackoff}; doubling, jittered, up to ${DEFAULTS.forwardMaxBackoff})
   --forward-max-age D      then a dead letter        ICR_RECEIVER_FORWARD_MAX_AGE (default ${DEFAULTS.forwardMaxAge})
   --forward-concurrency N  requests in flight/dest.  ICR_RECEIVER_FORWARD_CONCURRENCY (default ${DEFAULTS.forwardConcurrency})
+
+Reconciling the log with ICR's API (see \`icr-receiver reconcile --help\`; off unless an interval is given):
+  --reconcile-every D      run it inside the server  ICR_RECEIVER_RECONCILE_EVERY (default off)
+${ICR_API_HELP_LINES}
 A duration D is a whole number and a unit: ms, s, m, h or d (250ms, 10s, 3d).`;
 
 function describe(setting: Setting): string {
@@ -136,8 +167,8 @@ function describe(setting: Setting): string {
  * a value on the command line ends up in shell history and in `ps`. The refusal to give, or null.
  */
 export function secretOnCommandLine(argv: readonly string[]): string | null {
-  return argv.some((arg) => /^--(secret|secrets|query-token|token|forward-secret)(=|$)/.test(arg))
-    ? "secrets are never taken on the command line: use --secret-file, --secrets-file, --query-token-file or the environment"
+  return argv.some((arg) => /^--(secret|secrets|query-token|token|forward-secret|icr-private-key)(=|$)/.test(arg))
+    ? "secrets are never taken on the command line: use --secret-file, --secrets-file, --query-token-file, --icr-private-key-file or the environment"
     : null;
 }
 
@@ -395,6 +426,64 @@ function forwardingConfig(
   };
 }
 
+/**
+ * The app's credentials for ICR's API, or null when no app id is configured. The private key is
+ * read from a file only: --icr-private-key-file, ICR_RECEIVER_ICR_PRIVATE_KEY_FILE, then
+ * icr-private-key.pem in $CREDENTIALS_DIRECTORY, then in the data directory. Errors name the
+ * setting and the file, never the key.
+ */
+export function loadIcrApi(
+  flags: { "icr-app-id"?: string; "icr-private-key-file"?: string; "icr-api-url"?: string; "data-dir"?: string },
+  env: Env,
+): IcrApiConfig | null {
+  if (env.ICR_RECEIVER_ICR_PRIVATE_KEY !== undefined) {
+    throw new ConfigError("ICR_RECEIVER_ICR_PRIVATE_KEY: the private key is never taken as a value: put it in a file (ICR_RECEIVER_ICR_PRIVATE_KEY_FILE)");
+  }
+  const appId = pick("icr-app-id", flags, env);
+  const keyFile = pick("icr-private-key-file", flags, env);
+  const urlValue = pick("icr-api-url", flags, env);
+  if (appId === undefined) {
+    if (keyFile !== undefined || urlValue !== undefined) throw new ConfigError(`${describe("icr-app-id")}: needed with the other ICR API settings`);
+    return null;
+  }
+  if (!/^[A-Za-z0-9._-]{1,128}$/.test(appId)) throw new ConfigError(`${describe("icr-app-id")}: "${appId}" is not an app id (letters, digits, . _ -)`);
+  const apiUrl = destinationUrl(urlValue ?? DEFAULTS.icrApiUrl, describe("icr-api-url")).replace(/\/+$/, "");
+  let source: { path: string; setting: string } | undefined;
+  if (keyFile !== undefined) source = { path: keyFile, setting: describe("icr-private-key-file") };
+  else {
+    const { dataDir } = resolvePaths(flags, env);
+    for (const [name, dir] of [["$CREDENTIALS_DIRECTORY", env.CREDENTIALS_DIRECTORY], [`data directory ${dataDir}`, dataDir]] as const) {
+      const path = dir === undefined || dir === "" ? undefined : join(dir, CREDENTIAL_FILES.icrPrivateKey);
+      if (path !== undefined && existsSync(path)) {
+        source = { path, setting: name };
+        break;
+      }
+    }
+  }
+  if (source === undefined) {
+    throw new ConfigError(`no ICR private key: give ${describe("icr-private-key-file")} or put ${CREDENTIAL_FILES.icrPrivateKey} in $CREDENTIALS_DIRECTORY or the data directory`);
+  }
+  const pem = readSecretFile(source.path, source.setting);
+  let privateKey: KeyObject;
+  try {
+    privateKey = createPrivateKey(pem);
+  } catch {
+    throw new ConfigError(`${source.setting}: ${source.path} is not a PEM private key`);
+  }
+  if (privateKey.asymmetricKeyType !== "rsa") throw new ConfigError(`${source.setting}: ${source.path} is not an RSA private key (ICR signs with RS256)`);
+  return { appId, privateKey, apiUrl };
+}
+
+/** `--reconcile-every`: the scheduled reconciliation, or null when off. Needs the ICR API settings. */
+function scheduledReconcile(flags: Partial<Record<Setting, string>>, env: Env): ScheduledReconcile | null {
+  const api = loadIcrApi(flags, env);
+  const every = pick("reconcile-every", flags, env);
+  if (every === undefined || every === "off") return null;
+  const everyMs = parseDuration(every, describe("reconcile-every"));
+  if (api === null) throw new ConfigError(`${describe("reconcile-every")}: needs ${describe("icr-app-id")} and the app's private key`);
+  return { api, everyMs };
+}
+
 interface LoadedConfig {
   config: Config;
   /** What a first start did, for the operator (paths only, never values). */
@@ -494,7 +583,10 @@ export function loadConfig(argv: string[], env: Env, { generateMissing = true } 
   const streamLimit = streamLimitValue === undefined ? DEFAULTS.streamLimit : /^\d{1,6}$/.test(streamLimitValue) ? Number(streamLimitValue) : NaN;
   if (!(streamLimit >= 0)) throw new ConfigError(`${describe("stream-limit")}: "${streamLimitValue}" is not a whole number of streams`);
   return {
-    config: { host, port, webhookPath, dataDir, databasePath, secrets, queryToken, bodyLimit, rejectionLimit, reusePort, forwarding, streamLimit },
+    config: {
+      host, port, webhookPath, dataDir, databasePath, secrets, queryToken, bodyLimit, rejectionLimit, reusePort, forwarding, streamLimit,
+      reconcile: scheduledReconcile(flags, env),
+    },
     notices,
     defaultDataDir,
   };

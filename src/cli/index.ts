@@ -8,6 +8,7 @@ import { eventsCommand } from "./events.ts";
 import { exportCommand } from "./export.ts";
 import { forwardCommand } from "./forward.ts";
 import { migrateCommand } from "./migrate.ts";
+import { reconcileCommand } from "./reconcile.ts";
 import { sendCommand } from "./send.ts";
 import { tailCommand } from "./tail.ts";
 import { verifyCommand } from "./verify.ts";
@@ -22,6 +23,7 @@ export const commands: Record<string, Command> = {
   backup: backupCommand,
   forward: forwardCommand,
   consumers: consumersCommand,
+  reconcile: reconcileCommand,
   verify: verifyCommand,
   send: sendCommand,
 };

@@ -71,6 +71,9 @@ export class ReceiverMetrics {
   readonly forwardAttempts = new Counter("icr_receiver_forward_attempts_total", "Requests to a forwarding destination, by outcome (dead: the attempt after which the event became a dead letter).");
   readonly forwardDelivered = new Counter("icr_receiver_forward_delivered_total", "Events a destination answered with a 2xx, replays included.");
   readonly forwardSeconds = new Histogram("icr_receiver_forward_request_duration_seconds", "Time of one forwarding request, to its answer or its failure.", FORWARD_BUCKETS);
+  readonly reconcileRuns = new Counter("icr_receiver_reconcile_runs_total", "Scheduled reconciliations with ICR's API, by outcome (ok, failed).");
+  /** Scheduled reconciliation: null while off (then none of its metrics is exposed). */
+  private reconcile: { intervalSeconds: number; lastSuccess: number; gaps: Record<string, number> | null } | null = null;
   private lastAccepted = 0;
   private readonly startedAt = Date.now() / 1000;
   /** Event streams open now (GET /events/stream). */
@@ -99,6 +102,20 @@ export class ReceiverMetrics {
     this.lastAccepted = Date.now() / 1000;
   }
 
+  /** Turns the reconciliation metrics on, for a schedule of one run every `intervalSeconds`. */
+  reconcileScheduled(intervalSeconds: number): void {
+    this.reconcile = { intervalSeconds, lastSuccess: 0, gaps: null };
+  }
+
+  /** A scheduled run that finished: its gaps by kind, or null for a failed run (the last gaps stand). */
+  reconcileRun(gaps: Record<string, number> | null): void {
+    if (this.reconcile === null) return;
+    this.reconcileRuns.inc({ outcome: gaps === null ? "failed" : "ok" });
+    if (gaps === null) return;
+    this.reconcile.gaps = gaps;
+    this.reconcile.lastSuccess = Date.now() / 1000;
+  }
+
   commit({ rows, seconds }: { rows: number; seconds: number }): void {
     this.batchRows.observe(rows);
     this.commitSeconds.observe(seconds);
@@ -121,6 +138,16 @@ export class ReceiverMetrics {
       gauge("icr_receiver_streams_open", "Event streams (GET /events/stream) open now.", this.openStreams),
       gauge("icr_receiver_log_commit_failing", "1 while the last commit of the event log failed (disk full, lock held), else 0.", commitFailing ? 1 : 0),
       gauge("icr_receiver_resident_memory_bytes", "Resident set size of the process.", process.memoryUsage().rss),
+      ...(this.reconcile === null
+        ? []
+        : [
+            this.reconcileRuns.render(),
+            gauge("icr_receiver_reconcile_interval_seconds", "How often the log is reconciled with ICR's API (--reconcile-every).", this.reconcile.intervalSeconds),
+            gauge("icr_receiver_reconcile_last_success_timestamp_seconds", "Unix time the last successful reconciliation ended (0: none since start).", this.reconcile.lastSuccess),
+            ...(this.reconcile.gaps === null
+              ? []
+              : [labelledGauge("icr_receiver_reconcile_gaps", "Gaps the last successful reconciliation found, by kind (missed_installation, missed_uninstallation, missed_transaction).", Object.entries(this.reconcile.gaps).map(([kind, n]) => [{ kind }, n]))]),
+          ]),
       labelledGauge("icr_receiver_consumer_lag_events", "Events in the log after a named consumer's acknowledged position.", consumers.map((c) => [{ consumer: c.name }, c.lag])),
       ...(forwarding.length === 0
         ? []

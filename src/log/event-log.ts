@@ -11,8 +11,10 @@ import { Consumers } from "./consumers.ts";
 import { closeDatabase, configureForWriting, openDatabase, openDatabaseReadOnly, type EventLogDatabase } from "./database.ts";
 import { GroupCommit, type CommitStats } from "./group-commit.ts";
 import { bundledMigrations, migrate } from "./migrations.ts";
-import { EventQueries, type DeliveryView, type EventFilter, type EventView } from "./query.ts";
+import { EventQueries, type DeliveryView, type EventFilter, type EventView, type ReconcileFacts } from "./query.ts";
 import { acceptedDelivery, type RequestFacts } from "./row.ts";
+import { reconcileRuns } from "./schema.ts";
+import { desc, eq } from "drizzle-orm";
 
 export type { Appended, Rejection } from "./append.ts";
 export { APPEND_ONLY_TRIGGERS, type CheckReport } from "./check.ts";
@@ -21,6 +23,7 @@ export { eventJson, pageJson, type DeliveryView, type EventFilter, type EventVie
 export { FILTER_DEFAULTS, FILTER_PARAMETERS, FilterError, parseEventFilter, type FilterValues } from "./filter.ts";
 export type { RequestFacts } from "./row.ts";
 export { CONSUMER_NAME, ConsumerError, type ConsumerView, type Consumers } from "./consumers.ts";
+export type { InstallationFact, ReconcileFacts, TransactionFact } from "./query.ts";
 
 /** One page of events, and the cursor of the next page (null on the last one). */
 export interface EventPage {
@@ -36,6 +39,50 @@ export interface EventReader {
   get(id: number): (EventView & { deliveries: DeliveryView[] }) | null;
   /** The accepted deliveries of these events, oldest first, by event id. */
   deliveriesOf(eventIds: number[]): Map<number, DeliveryView[]>;
+  /** Each installation's last lifecycle event and each transaction's last event (`reconcile` compares them with ICR). */
+  reconcileFacts(): ReconcileFacts;
+}
+
+/** One reconciliation with ICR's API, as kept in the log's file (beside the log, not in it). */
+export interface ReconcileRunRecord {
+  startedAt: string;
+  finishedAt: string;
+  source: "cli" | "schedule";
+  ok: boolean;
+  /** Why a failed run failed; never a credential. */
+  error: string | null;
+  since: string | null;
+  installationsChecked: number;
+  transactionsChecked: number;
+  missedInstallations: number;
+  missedUninstallations: number;
+  missedTransactions: number;
+  /** The gaps, stored as JSON. */
+  gaps: readonly unknown[];
+}
+
+/** The kept results of reconciliations, newest last. */
+export interface ReconcileRuns {
+  /** Keeps a run (committed before it returns); its id. */
+  record(run: ReconcileRunRecord): number;
+  /** The newest run, or the newest that succeeded; null if none. */
+  last(options?: { ok?: true }): (ReconcileRunRecord & { id: number }) | null;
+}
+
+function reconcileRunsOver(db: EventLogDatabase["db"]): ReconcileRuns {
+  return {
+    record: ({ gaps, ...run }) => db.insert(reconcileRuns).values({ ...run, gaps: JSON.stringify(gaps) }).returning({ id: reconcileRuns.id }).get().id,
+    last({ ok } = {}) {
+      const row = db
+        .select()
+        .from(reconcileRuns)
+        .where(ok ? eq(reconcileRuns.ok, true) : undefined)
+        .orderBy(desc(reconcileRuns.id))
+        .limit(1)
+        .get();
+      return row === undefined ? null : { ...row, source: row.source as ReconcileRunRecord["source"], gaps: JSON.parse(row.gaps) as unknown[] };
+    },
+  };
 }
 
 /** The log as the receiver writes it. */
@@ -58,6 +105,8 @@ export interface EventLog extends EventReader {
   sizeBytes(): number;
   /** The named consumers' positions (each change committed before it returns). */
   readonly consumers: Consumers;
+  /** The kept results of reconciliations with ICR's API. */
+  readonly reconcileRuns: ReconcileRuns;
   /** Commits what is queued, ends the writer thread and closes the log. */
   close(): Promise<void>;
 }
@@ -77,6 +126,7 @@ function readerOver(database: EventLogDatabase): EventReader {
     list: (filter) => queries.list(filter),
     get: (id) => queries.get(id),
     deliveriesOf: (ids) => queries.deliveriesOf(ids),
+    reconcileFacts: () => queries.reconcileFacts(),
   };
 }
 
@@ -122,6 +172,7 @@ export async function openEventLog(path: string, { busyTimeoutMs = 5000, redact 
     },
     sizeBytes: () => fileSize(path) + fileSize(`${path}-wal`),
     consumers: new Consumers(database.db),
+    reconcileRuns: reconcileRunsOver(database.db),
     async close() {
       await writer.close();
       closeDatabase(database);
@@ -174,6 +225,13 @@ export function openConsumers(path: string): { consumers: Consumers; close(): vo
   if (!existsSync(path)) throw new Error(`no event log at ${path}`);
   const database = openDatabase(path, { migrate: false });
   return { consumers: new Consumers(database.db), close: () => database.sqlite.close() };
+}
+
+/** The kept reconciliations of an existing log, for the CLI (a record writes, waiting for the lock). */
+export function openReconcileRuns(path: string): { runs: ReconcileRuns; close(): void } {
+  if (!existsSync(path)) throw new Error(`no event log at ${path}`);
+  const database = openDatabase(path, { migrate: false });
+  return { runs: reconcileRunsOver(database.db), close: () => database.sqlite.close() };
 }
 
 /** Opens a copy on its own and checks it is sound; its row counts. */

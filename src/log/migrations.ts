@@ -10,6 +10,7 @@ import eventKeys from "../../drizzle/0003_event_keys.sql" with { type: "text" };
 import unparsedEvents from "../../drizzle/0004_unparsed_events.sql" with { type: "text" };
 import forwarding from "../../drizzle/0005_forwarding.sql" with { type: "text" };
 import consumers from "../../drizzle/0006_consumers.sql" with { type: "text" };
+import reconcileRuns from "../../drizzle/0007_reconcile_runs.sql" with { type: "text" };
 
 /** Every migration's SQL by journal tag; a test checks that it matches the journal exactly. */
 export const migrationSql: Record<string, string> = {
@@ -20,6 +21,7 @@ export const migrationSql: Record<string, string> = {
   "0004_unparsed_events": unparsedEvents,
   "0005_forwarding": forwarding,
   "0006_consumers": consumers,
+  "0007_reconcile_runs": reconcileRuns,
 };
 
 export interface Migration {

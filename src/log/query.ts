@@ -98,6 +98,44 @@ export function pageJson(page: { events: EventView[]; next: string | null }): st
   return `{"events":[${page.events.map(eventJson).join(",")}],"next":${JSON.stringify(page.next)}}`;
 }
 
+/** An installation's last lifecycle event in the log (`installed` or `uninstalled`). */
+export interface InstallationFact {
+  installationId: string;
+  event: "installed" | "uninstalled";
+  eventId: number;
+  receivedAt: string;
+}
+
+/** A transaction's last `warehouseTransaction` / `organizationTransaction` event in the log. */
+export interface TransactionFact {
+  transactionId: string;
+  /** The signed payload's `transaction.status` and `transaction.updatedAt` (null when absent). */
+  status: string | null;
+  updatedAt: string | null;
+  eventId: number;
+  receivedAt: string;
+}
+
+/** What the log knows of installations and transactions, for a comparison with ICR's API. */
+export interface ReconcileFacts {
+  /** When the log's first event arrived (null: an empty log). */
+  firstReceivedAt: string | null;
+  installations: InstallationFact[];
+  transactions: TransactionFact[];
+}
+
+const LIFECYCLE_EVENTS = `'installed', 'uninstalled'`;
+const TRANSACTION_EVENTS = `'warehouseTransaction', 'organizationTransaction'`;
+
+/**
+ * The events named in `names` with `columns`, through event_keys' index on the event name up to
+ * its last row and from `events` itself past it (the newest events, not yet copied there).
+ */
+const eventsNamed = (names: string, columns: string) => `
+  SELECT ${columns} FROM "event_keys" k JOIN "events" e ON e.id = k.event_id WHERE k.event IN (${names})
+  UNION ALL
+  SELECT ${columns} FROM "events" e WHERE e.id > (SELECT coalesce(max(event_id), 0) FROM "event_keys") AND e.event IN (${names})`;
+
 export class EventQueries {
   constructor(private readonly db: Drizzle) {}
 
@@ -182,4 +220,23 @@ export class EventQueries {
     return byEvent;
   }
 
+  /**
+   * Each installation's last lifecycle event and each transaction's last event, in log order.
+   * SQLite takes a bare column of a `max()` aggregate from the row holding the maximum.
+   */
+  reconcileFacts(): ReconcileFacts {
+    const first = this.db.select({ receivedAt: events.receivedAt }).from(events).orderBy(asc(events.id)).limit(1).get();
+    const installations = this.db.all<InstallationFact>(
+      sql.raw(`SELECT installation_id AS installationId, event, max(id) AS eventId, received_at AS receivedAt
+        FROM (${eventsNamed(LIFECYCLE_EVENTS, "e.id, e.installation_id, e.event, e.received_at")})
+        WHERE installation_id IS NOT NULL GROUP BY installation_id ORDER BY installation_id`),
+    );
+    const transactions = this.db.all<TransactionFact>(
+      sql.raw(`SELECT transaction_id AS transactionId, transaction_status AS status, max(id) AS eventId, received_at AS receivedAt,
+          json_extract(payload, '$.transaction.updatedAt') AS updatedAt
+        FROM (${eventsNamed(TRANSACTION_EVENTS, "e.id, e.transaction_id, e.transaction_status, e.received_at, e.payload")})
+        WHERE transaction_id IS NOT NULL GROUP BY transaction_id ORDER BY transaction_id`),
+    );
+    return { firstReceivedAt: first?.receivedAt ?? null, installations, transactions };
+  }
 }

@@ -198,3 +198,32 @@ export const consumers = sqliteTable("consumers", {
 });
 
 export type EventRow = typeof events.$inferSelect;
+
+/**
+ * One row per reconciliation with ICR's API (`icr-receiver reconcile`, or `--reconcile-every`):
+ * when it ran, whether it got through, how many gaps of each kind it found, and the gaps as JSON.
+ * Not part of the append-only log: a report about it, never a signed event.
+ */
+export const reconcileRuns = sqliteTable(
+  "reconcile_runs",
+  {
+    id: integer("id").primaryKey(),
+    startedAt: text("started_at").notNull(),
+    finishedAt: text("finished_at").notNull(),
+    /** `cli` or `schedule`. */
+    source: text("source").notNull(),
+    /** False when the run could not finish (ICR unreachable, a credential refused): `error` says why. */
+    ok: integer("ok", { mode: "boolean" }).notNull(),
+    error: text("error"),
+    /** Transactions created or updated before this were not compared (ISO-8601; NULL: an empty log). */
+    since: text("since"),
+    installationsChecked: integer("installations_checked").notNull(),
+    transactionsChecked: integer("transactions_checked").notNull(),
+    missedInstallations: integer("missed_installations").notNull(),
+    missedUninstallations: integer("missed_uninstallations").notNull(),
+    missedTransactions: integer("missed_transactions").notNull(),
+    /** The gaps as a JSON array (see src/reconcile/reconcile.ts), `[]` for none or a failed run. */
+    gaps: text("gaps").notNull(),
+  },
+  (table) => [index("reconcile_runs_started_at").on(table.startedAt)],
+);
