@@ -27,8 +27,8 @@ function forwarding(destinations: Destination[], overrides: Partial<ForwardingCo
   return { destinations, secrets: [SECRET], timeoutMs: 2000, backoffMs: 50, maxBackoffMs: 400, maxAgeMs: 60_000, concurrency: 8, ...overrides };
 }
 
-async function receiverFor(config: ForwardingConfig): Promise<TestServer> {
-  const server = await startServer({ forwarding: config });
+async function receiverFor(config: ForwardingConfig, options: Parameters<typeof startServer>[1] = {}): Promise<TestServer> {
+  const server = await startServer({ forwarding: config }, options);
   cleanups.push(() => server.stop());
   return server;
 }
@@ -154,6 +154,26 @@ describe("forwarding", () => {
     await until(() => true);
     const afterReplay = await (await server.query("/forward/status")).json();
     expect(afterReplay.destinations[0]).toMatchObject({ deadLetters: 0, delivered: 2 });
+  });
+
+  test("one log line per failed attempt (destination, event, attempt, status or error) and one per dead letter; never a body or a secret", async () => {
+    const app = sink();
+    let calls = 0;
+    app.answer = () => (calls++ < 2 ? { status: 500 } : { status: 410 });
+    const lines: Record<string, unknown>[] = [];
+    const logger = Object.assign((level: string, msg: string, fields: Record<string, unknown> = {}) => void lines.push({ level, msg, ...fields }), { flush() {} });
+    const server = await receiverFor(forwarding([{ name: "default", url: app.url, events: null }], { backoffMs: 20 }), { logger });
+    const posted = await post(server, inInstallation("inst-l", { secretish: "payload-marker-7d1c" }));
+    await until(() => lines.some((l) => l.msg === "forward dead letter"), 5000, "the dead letter");
+    const forwardLines = lines.filter((l) => String(l.msg).startsWith("forward"));
+    expect(forwardLines).toEqual([
+      { level: "warn", msg: "forward attempt failed", destination: "default", eventId: posted.id, attempt: 1, status: 500, error: "HTTP 500" },
+      { level: "warn", msg: "forward attempt failed", destination: "default", eventId: posted.id, attempt: 2, status: 500, error: "HTTP 500" },
+      { level: "error", msg: "forward dead letter", destination: "default", eventId: posted.id, attempt: 3, status: 410, error: "HTTP 410 Gone" },
+    ]);
+    const text = JSON.stringify(lines);
+    expect(text).not.toContain("payload-marker-7d1c");
+    expect(text).not.toContain(SECRET.slice(6));
   });
 
   test("410 Gone is a dead letter at once, without retries", async () => {
