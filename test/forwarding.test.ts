@@ -10,7 +10,7 @@ import { Webhook } from "standardwebhooks";
 import type { Destination, ForwardingConfig } from "../src/config.ts";
 import { FIXTURE_SECRET } from "./support/fixtures.ts";
 import { REPO, spawnReceiver } from "./support/process.ts";
-import { QUERY_TOKEN, signedDelivery, startServer, tempDir, type TestServer } from "./support/server.ts";
+import { QUERY_TOKEN, signedDelivery, startApp, startServer, tempDir, testConfig, type TestServer } from "./support/server.ts";
 import { startSink, type Sink } from "./support/sink.ts";
 import { sqlite3 } from "./support/sqlite-shell.ts";
 
@@ -137,7 +137,12 @@ describe("forwarding", () => {
     const stuck = await post(server, inInstallation("inst-d", { event: "suspended" }));
     const after = await post(server, inInstallation("inst-d", { event: "unsuspended" }));
     await until(() => app.received.some((r) => r.eventId === after.id), 10_000, "the next event of the lane");
-    const status = await (await server.query("/forward/status")).json();
+    // Committed by the forwarding thread a moment after the delivery.
+    let status = await (await server.query("/forward/status")).json();
+    for (let i = 0; i < 100 && status.destinations[0].pending !== 0; i++) {
+      await Bun.sleep(20);
+      status = await (await server.query("/forward/status")).json();
+    }
     expect(status.destinations[0]).toMatchObject({ name: "default", deadLetters: 1, pending: 0 });
     const dead = await (await server.query("/forward/dead")).json();
     expect(dead.deadLetters).toEqual([expect.objectContaining({ destination: "default", eventId: stuck.id, event: "suspended", lastError: "HTTP 503" })]);
@@ -287,6 +292,38 @@ describe("forwarding", () => {
     expect(text).toContain("icr_receiver_log_commit_failing 0");
     expect(text).toMatch(/icr_receiver_start_time_seconds \d+/);
   });
+});
+
+describe("two receivers on one log (an upgrade's hand-over)", () => {
+  test("only the one holding the destination's lease forwards; the other takes over once it stops", async () => {
+    const app = sink();
+    const config = testConfig(tempDir("icr-forward-lease-"), { forwarding: forwarding([{ name: "default", url: app.url, events: null }]) });
+    const first = await startApp(config);
+    let firstRunning = true;
+    cleanups.push(() => firstRunning && first.close());
+    const second = await startApp(config);
+    cleanups.push(() => second.close());
+    const url = (r: { port: number }) => ({ url: `http://127.0.0.1:${r.port}` });
+    const ids: number[] = [];
+    for (let i = 0; i < 10; i++) {
+      const d = signedDelivery(inInstallation(`inst-${i % 3}`, { n: i }));
+      const response = await fetch(`${url(i % 2 ? second : first).url}/webhook`, { method: "POST", headers: d.headers, body: d.body });
+      ids.push((await response.json()).id);
+    }
+    await until(() => app.received.length >= 10, 5000, "the ten");
+    await Bun.sleep(300);
+    // Taken by either receiver, each sent once: one of them forwards.
+    expect(app.received.map((r) => r.eventId).sort((a, b) => a - b)).toEqual(ids);
+    await first.close();
+    firstRunning = false;
+    for (let i = 0; i < 5; i++) {
+      const d = signedDelivery(inInstallation("inst-after", { n: i }));
+      ids.push((await (await fetch(`${url(second).url}/webhook`, { method: "POST", headers: d.headers, body: d.body })).json()).id);
+    }
+    await until(() => app.received.length >= 15, 5000, "the five after the hand-over");
+    await Bun.sleep(300);
+    expect(app.received.map((r) => r.eventId).sort((a, b) => a - b)).toEqual(ids);
+  }, 30_000);
 });
 
 describe("forwarding in a receiver process", () => {

@@ -34,8 +34,16 @@ const DISCOVER_BATCH = 1000;
 const LANE_QUEUE = 64;
 /** Lanes held in memory at most: past it, discovery waits for lanes to drain. */
 const MAX_LANES = 10_000;
-/** How often replays are looked for (the CLI and the HTTP API write them). */
+/** How often replays (the CLI and the HTTP API write them) and other writers' events are looked for. */
 const REPLAY_POLL_MS = 1000;
+/**
+ * A destination is forwarded to by one receiver at a time: it holds a lease, renewed well before it
+ * runs out, released when it stops. A receiver without it waits and tries again, so that during an
+ * upgrade's hand-over the new one takes over once the old one has stopped (or its lease ran out).
+ */
+const LEASE_MS = 10_000;
+const LEASE_RENEW_MS = 2000;
+const STANDBY_POLL_MS = 1000;
 
 interface Lane {
   key: string;
@@ -90,6 +98,9 @@ export class Forwarder {
   private dirty: (() => void)[] = [];
   private flushScheduled = false;
   private replayTimer: Timer | undefined;
+  private leaseTimer: Timer | undefined;
+  private leading = false;
+  private readonly owner = crypto.randomUUID();
   private readonly now: () => number;
   private readonly random: () => number;
   private readonly q;
@@ -119,6 +130,10 @@ export class Forwarder {
         "UPDATE forward_destinations SET discovered_through = ?, delivered = ? WHERE name = ?",
       ),
       lastEventId: sqlite.prepare<{ id: number | null }, []>("SELECT max(id) AS id FROM events"),
+      claim: sqlite.prepare<never, [string, number, string, string, number]>(
+        "UPDATE forward_destinations SET owner = ?, lease_until = ? WHERE name = ? AND (owner IS NULL OR owner = ? OR lease_until IS NULL OR lease_until < ?)",
+      ),
+      release: sqlite.prepare<never, [string, string]>("UPDATE forward_destinations SET lease_until = 0 WHERE name = ? AND owner = ?"),
       lanes: sqlite.prepare<{ installation: string; through: number; attempts: number; next_attempt_at: number; last_error: string | null }, [string]>(
         "SELECT installation, through, attempts, next_attempt_at, last_error FROM forward_lanes WHERE destination = ?",
       ),
@@ -157,16 +172,65 @@ export class Forwarder {
     };
   }
 
-  /** Loads the destination's progress (a new destination starts at the end of the log) and starts. */
+  /**
+   * Takes (or renews) the destination's lease; false when another receiver holds it. A new
+   * destination starts at the end of the log.
+   */
+  private claim(): boolean {
+    const now = this.now();
+    return this.log.sqlite.transaction(() => {
+      if (this.q.destination.get(this.destination.name) === null) {
+        this.q.createDestination.run(this.destination.name, this.q.lastEventId.get()?.id ?? 0);
+      }
+      return this.q.claim.run(this.owner, now + LEASE_MS, this.destination.name, this.owner, now).changes === 1;
+    }).immediate();
+  }
+
+  /** Starts forwarding once this receiver holds the destination's lease, and keeps it. */
   start(): void {
-    const saved = this.q.destination.get(this.destination.name);
-    if (saved === null) {
-      this.discoveredThrough = this.q.lastEventId.get()?.id ?? 0;
-      this.q.createDestination.run(this.destination.name, this.discoveredThrough);
-    } else {
-      this.discoveredThrough = saved.discovered_through;
-      this.delivered = saved.delivered;
+    if (this.stopped) return;
+    let claimed = false;
+    try {
+      claimed = this.claim();
+    } catch {
+      // The log is busy: try again in a moment.
     }
+    if (!claimed) {
+      this.leaseTimer = setTimeout(() => this.start(), STANDBY_POLL_MS);
+      return;
+    }
+    this.leading = true;
+    this.leaseTimer = setInterval(() => this.renew(), LEASE_RENEW_MS);
+    this.load();
+  }
+
+  private renew(): void {
+    try {
+      if (this.claim()) return;
+    } catch {
+      return; // busy: the next renewal, well within the lease
+    }
+    // Another receiver holds it now (this one stalled past its lease): stand by, and start over
+    // from the committed progress when it comes back.
+    this.standBy();
+    this.leaseTimer = setTimeout(() => this.start(), STANDBY_POLL_MS);
+  }
+
+  private standBy(): void {
+    this.leading = false;
+    clearInterval(this.leaseTimer);
+    clearInterval(this.replayTimer);
+    for (const lane of this.lanes.values()) clearTimeout(lane.timer);
+    this.lanes.clear();
+    this.ready.clear();
+    this.dirty = [];
+  }
+
+  /** Loads the destination's committed progress and starts sending. */
+  private load(): void {
+    const saved = this.q.destination.get(this.destination.name)!;
+    this.discoveredThrough = saved.discovered_through;
+    this.delivered = saved.delivered;
     for (const row of this.q.lanes.all(this.destination.name)) {
       const lane: Lane = {
         key: row.installation,
@@ -182,12 +246,17 @@ export class Forwarder {
       this.wake(lane);
     }
     this.poke();
-    this.replayTimer = setInterval(() => this.pollReplays(), REPLAY_POLL_MS);
+    // Replays, and events another receiver appended to this log (a hand-over): no commit of this
+    // one's pokes for those.
+    this.replayTimer = setInterval(() => {
+      this.pollReplays();
+      this.poke();
+    }, REPLAY_POLL_MS);
   }
 
   /** New events may be in the log: look for them and send what can be sent. */
   poke(): void {
-    if (this.stopped) return;
+    if (this.stopped || !this.leading) return;
     this.discover();
     this.dispatch();
   }
@@ -196,9 +265,13 @@ export class Forwarder {
   async stop(): Promise<void> {
     this.stopped = true;
     clearInterval(this.replayTimer);
+    clearInterval(this.leaseTimer);
+    clearTimeout(this.leaseTimer);
     for (const lane of this.lanes.values()) clearTimeout(lane.timer);
     while (this.inFlight > 0) await Bun.sleep(10);
     this.flush();
+    // The next receiver need not wait for the lease to run out.
+    if (this.leading) this.q.release.run(this.destination.name, this.owner);
   }
 
   private discover(): void {
@@ -277,6 +350,8 @@ export class Forwarder {
 
   private settleLane(lane: Lane, id: number, result: SendResult): void {
     lane.busy = false;
+    // The lease went while this was in flight: the other receiver's progress counts now.
+    if (!this.leading) return;
     const { settings } = this.options;
     if (result.outcome === "failed") {
       lane.attempts++;
@@ -306,7 +381,7 @@ export class Forwarder {
   }
 
   private pollReplays(): void {
-    if (this.stopped) return;
+    if (this.stopped || !this.leading) return;
     for (const replay of this.q.replays.all(this.destination.name, this.now())) {
       if (this.inFlight >= this.options.settings.concurrency) return;
       if (this.replaysInFlight.has(replay.event_id)) continue;
@@ -418,6 +493,7 @@ export class Forwarder {
 
   /** A change of state, committed with the others of this turn in one transaction. */
   private change(write: () => void): void {
+    if (!this.leading) return;
     this.dirty.push(write);
     if (!this.flushScheduled) {
       this.flushScheduled = true;

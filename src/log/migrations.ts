@@ -11,6 +11,7 @@ import unparsedEvents from "../../drizzle/0004_unparsed_events.sql" with { type:
 import forwarding from "../../drizzle/0005_forwarding.sql" with { type: "text" };
 import consumers from "../../drizzle/0006_consumers.sql" with { type: "text" };
 import reconcileRuns from "../../drizzle/0007_reconcile_runs.sql" with { type: "text" };
+import forwardingLease from "../../drizzle/0008_forwarding_lease.sql" with { type: "text" };
 
 /** Every migration's SQL by journal tag; a test checks that it matches the journal exactly. */
 export const migrationSql: Record<string, string> = {
@@ -22,6 +23,7 @@ export const migrationSql: Record<string, string> = {
   "0005_forwarding": forwarding,
   "0006_consumers": consumers,
   "0007_reconcile_runs": reconcileRuns,
+  "0008_forwarding_lease": forwardingLease,
 };
 
 export interface Migration {

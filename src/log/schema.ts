@@ -139,6 +139,12 @@ export const forwardDestinations = sqliteTable("forward_destinations", {
   discoveredThrough: integer("discovered_through").notNull(),
   /** Events delivered (a 2xx), replays included. */
   delivered: integer("delivered").notNull(),
+  /**
+   * The receiver forwarding to it now, and until when: two receivers on one log (an upgrade's
+   * hand-over) must not both send, or both write the lanes.
+   */
+  owner: text("owner"),
+  leaseUntil: integer("lease_until"),
 });
 
 /**
