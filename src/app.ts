@@ -165,6 +165,7 @@ export async function startReceiver(config: Config, { logger = silentLogger, bus
   const commitListeners = new Set<() => void>();
   const log = await openEventLog(config.databasePath, {
     busyTimeoutMs,
+    checkpoints: config.checkpoints,
     redact: [config.queryToken],
     onCommit: (stats) => {
       metrics.commit(stats);
@@ -177,6 +178,7 @@ export async function startReceiver(config: Config, { logger = silentLogger, bus
     if (config.forwarding !== null) {
       forwarding = await startForwarding(config.databasePath, config.forwarding, {
         busyTimeoutMs,
+        checkpoints: config.checkpoints,
         userAgent: `icr-receiver/${pkg.version}`,
         onAttempt: (attempt) => {
           metrics.forwardAttempt(attempt);

@@ -25,6 +25,8 @@ export interface Config {
   streamLimit: number;
   /** Reconciliation with ICR's API inside the server; absent or null: off. */
   reconcile?: ScheduledReconcile | null;
+  /** Who checkpoints the WAL: the receiver (absent: the default) or Litestream, replicating it. */
+  checkpoints?: "receiver" | "litestream";
 }
 
 /** How to reach ICR's API as the app: its id, its private key (never printed) and the API's base URL. */
@@ -78,6 +80,7 @@ const VALUE_SETTINGS = {
   "rejection-limit": "ICR_RECEIVER_REJECTION_LIMIT",
   "reuse-port": "ICR_RECEIVER_REUSE_PORT",
   "stream-limit": "ICR_RECEIVER_STREAM_LIMIT",
+  checkpoints: "ICR_RECEIVER_CHECKPOINTS",
   "secret-file": "ICR_RECEIVER_SECRET_FILE",
   "secrets-file": "ICR_RECEIVER_SECRETS_FILE",
   "query-token-file": "ICR_RECEIVER_QUERY_TOKEN_FILE",
@@ -137,6 +140,8 @@ export const OPTIONS_HELP = `Options (each also read from the environment variab
   --rejection-limit N      refusals/minute/address   ICR_RECEIVER_REJECTION_LIMIT (default ${DEFAULTS.rejectionLimit}; then 429, 0: off)
   --reuse-port             share the port (upgrades)  ICR_RECEIVER_REUSE_PORT=1 (default off: a taken port is an error)
   --stream-limit N         open event streams at most ICR_RECEIVER_STREAM_LIMIT (default ${DEFAULTS.streamLimit}; then 503)
+  --checkpoints WHO        who checkpoints the WAL   ICR_RECEIVER_CHECKPOINTS (default receiver; litestream: only Litestream,
+                           which replicates the log: no checkpointer thread, wal_autocheckpoint=0)
   --secret-file FILE       one webhook secret        ICR_RECEIVER_SECRET_FILE (or ICR_RECEIVER_SECRET=value)
   --secrets-file FILE      label=secret lines        ICR_RECEIVER_SECRETS_FILE
   --query-token-file FILE  bearer token for queries  ICR_RECEIVER_QUERY_TOKEN_FILE (or ICR_RECEIVER_QUERY_TOKEN=value)
@@ -582,10 +587,15 @@ export function loadConfig(argv: string[], env: Env, { generateMissing = true } 
   const streamLimitValue = pick("stream-limit", flags, env);
   const streamLimit = streamLimitValue === undefined ? DEFAULTS.streamLimit : /^\d{1,6}$/.test(streamLimitValue) ? Number(streamLimitValue) : NaN;
   if (!(streamLimit >= 0)) throw new ConfigError(`${describe("stream-limit")}: "${streamLimitValue}" is not a whole number of streams`);
+  const checkpoints = pick("checkpoints", flags, env) ?? "receiver";
+  if (checkpoints !== "receiver" && checkpoints !== "litestream") {
+    throw new ConfigError(`${describe("checkpoints")}: "${checkpoints}" is not receiver or litestream`);
+  }
   return {
     config: {
       host, port, webhookPath, dataDir, databasePath, secrets, queryToken, bodyLimit, rejectionLimit, reusePort, forwarding, streamLimit,
       reconcile: scheduledReconcile(flags, env),
+      checkpoints,
     },
     notices,
     defaultDataDir,

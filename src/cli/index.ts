@@ -7,6 +7,7 @@ import type { Command } from "./common.ts";
 import { eventsCommand } from "./events.ts";
 import { exportCommand } from "./export.ts";
 import { forwardCommand } from "./forward.ts";
+import { importCommand } from "./import.ts";
 import { migrateCommand } from "./migrate.ts";
 import { reconcileCommand } from "./reconcile.ts";
 import { sendCommand } from "./send.ts";
@@ -21,6 +22,7 @@ export const commands: Record<string, Command> = {
   tail: tailCommand,
   export: exportCommand,
   backup: backupCommand,
+  import: importCommand,
   forward: forwardCommand,
   consumers: consumersCommand,
   reconcile: reconcileCommand,

@@ -1,6 +1,7 @@
 // Forwarding as the receiver runs it: the forwarding thread, told of every commit so that a new
 // event leaves within milliseconds, and stopped with the receiver (requests in flight settle first).
 import type { ForwardingConfig } from "../config.ts";
+import type { Checkpoints } from "../log/database.ts";
 import { FORWARDER_WORKER_URL } from "../workers.ts";
 import type { Attempt } from "./forwarder.ts";
 import type { ForwarderReply, ForwarderRequest } from "./forwarder-worker.ts";
@@ -14,7 +15,12 @@ export interface Forwarding {
 export async function startForwarding(
   path: string,
   config: ForwardingConfig,
-  { busyTimeoutMs = 5000, userAgent, onAttempt }: { busyTimeoutMs?: number; userAgent: string; onAttempt: (attempt: Attempt) => void },
+  {
+    busyTimeoutMs = 5000,
+    checkpoints = "receiver",
+    userAgent,
+    onAttempt,
+  }: { busyTimeoutMs?: number; checkpoints?: Checkpoints; userAgent: string; onAttempt: (attempt: Attempt) => void },
 ): Promise<Forwarding> {
   const worker = new Worker(FORWARDER_WORKER_URL);
   const post = (request: ForwarderRequest) => worker.postMessage(request);
@@ -24,7 +30,7 @@ export async function startForwarding(
     replies((reply) => (reply.type === "started" ? resolve() : reply.type === "failed" ? reject(new Error(reply.message)) : undefined));
     worker.addEventListener("error", (event) => reject(new Error(event.message)), { once: true });
     const { destinations, ...settings } = config;
-    post({ type: "start", path, busyTimeoutMs, destinations, settings, userAgent });
+    post({ type: "start", path, busyTimeoutMs, checkpoints, destinations, settings, userAgent });
   });
   // Commits come in bursts: one poke a turn is enough.
   let poked = false;

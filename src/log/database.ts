@@ -13,13 +13,23 @@ export interface EventLogDatabase {
   /** The file, for the writer thread's own connection. */
   path: string;
   busyTimeoutMs: number;
+  /** Who checkpoints the WAL: this process (the default) or Litestream (see below). */
+  checkpoints?: Checkpoints;
 }
+
+/**
+ * "receiver": the receiver's checkpointer thread, its writer's automatic backstop and a TRUNCATE at
+ * close. "litestream": none of these; Litestream, replicating the log, must be the only process that
+ * checkpoints (its "Disable autocheckpoints" caveat), so connections open with wal_autocheckpoint=0.
+ */
+export type Checkpoints = "receiver" | "litestream";
 
 interface OpenOptions {
   /** How long a write waits for a lock held by another process before it fails (ms). */
   busyTimeoutMs?: number;
   /** Apply pending migrations (the main thread does; the writer thread opens a migrated log). */
   migrate?: boolean;
+  checkpoints?: Checkpoints;
 }
 
 /**
@@ -27,18 +37,22 @@ interface OpenOptions {
  * -readonly` never block the receiver, synchronous=FULL so a commit has reached the disk when it
  * returns (the promise behind every 2xx), then applies pending migrations.
  */
-export function openDatabase(path: string, { busyTimeoutMs = 5000, migrate: migrating = true }: OpenOptions = {}): EventLogDatabase {
+export function openDatabase(
+  path: string,
+  { busyTimeoutMs = 5000, migrate: migrating = true, checkpoints = "receiver" }: OpenOptions = {},
+): EventLogDatabase {
   requireDirectory(dirname(path));
   const sqlite = new Database(path, { create: true, strict: true });
   try {
     configureForWriting(sqlite, busyTimeoutMs);
+    if (checkpoints === "litestream") sqlite.run("PRAGMA wal_autocheckpoint = 0");
     if (migrating) migrate(sqlite);
     assertWritable(sqlite);
   } catch (error) {
     sqlite.close();
     throw error;
   }
-  return { sqlite, db: drizzle({ client: sqlite, schema }), path, busyTimeoutMs };
+  return { sqlite, db: drizzle({ client: sqlite, schema }), path, busyTimeoutMs, checkpoints };
 }
 
 /** The settings every writing connection uses, whoever opens it (the receiver, `migrate`). */
@@ -84,10 +98,14 @@ export function openDatabaseReadOnly(path: string): EventLogDatabase {
   return { sqlite, db: drizzle({ client: sqlite, schema }), path, busyTimeoutMs: 5000 };
 }
 
-/** Folds the WAL back into the main file and closes, so a stopped receiver leaves one tidy file. */
-export function closeDatabase({ sqlite }: EventLogDatabase): void {
+/**
+ * Folds the WAL back into the main file and closes, so a stopped receiver leaves one tidy file;
+ * under Litestream's checkpoints it only closes (a TRUNCATE would wait out busy_timeout on the
+ * read transaction Litestream holds, and folding the WAL is Litestream's to do).
+ */
+export function closeDatabase({ sqlite, checkpoints }: EventLogDatabase): void {
   try {
-    sqlite.run("PRAGMA wal_checkpoint(TRUNCATE)");
+    if (checkpoints !== "litestream") sqlite.run("PRAGMA wal_checkpoint(TRUNCATE)");
   } catch {
     // No room to fold it back (a full disk): the WAL stays beside the file and the next open
     // replays it, so nothing is lost. Throwing here would leave the writer thread's close, and

@@ -8,8 +8,9 @@ import { WRITER_WORKER_URL } from "../workers.ts";
 import type { Appended, Rejection } from "./append.ts";
 import { runChecks, type CheckReport } from "./check.ts";
 import { Consumers } from "./consumers.ts";
-import { closeDatabase, configureForWriting, openDatabase, openDatabaseReadOnly, type EventLogDatabase } from "./database.ts";
+import { closeDatabase, configureForWriting, openDatabase, openDatabaseReadOnly, type Checkpoints, type EventLogDatabase } from "./database.ts";
 import { GroupCommit, type CommitStats } from "./group-commit.ts";
+import { deliveryImporter, type ImportOutcome } from "./import.ts";
 import { bundledMigrations, migrate } from "./migrations.ts";
 import { EventQueries, type DeliveryView, type EventFilter, type EventView, type ReconcileFacts } from "./query.ts";
 import { acceptedDelivery, type RequestFacts } from "./row.ts";
@@ -22,6 +23,7 @@ export { LogWriteError, type CommitStats } from "./group-commit.ts";
 export { eventJson, pageJson, type DeliveryView, type EventFilter, type EventView } from "./query.ts";
 export { FILTER_DEFAULTS, FILTER_PARAMETERS, FilterError, parseEventFilter, type FilterValues } from "./filter.ts";
 export type { RequestFacts } from "./row.ts";
+export type { ImportOutcome } from "./import.ts";
 export { CONSUMER_NAME, ConsumerError, type ConsumerView, type Consumers } from "./consumers.ts";
 export type { InstallationFact, ReconcileFacts, TransactionFact } from "./query.ts";
 
@@ -118,6 +120,8 @@ export interface EventLogOptions {
   redact?: readonly string[];
   /** Told of every commit, for the metrics. */
   onCommit?: (stats: CommitStats) => void;
+  /** Who checkpoints the WAL (default "receiver"; "litestream" when Litestream replicates the log). */
+  checkpoints?: Checkpoints;
 }
 
 function readerOver(database: EventLogDatabase): EventReader {
@@ -151,11 +155,11 @@ const fileSize = (path: string) => statSync(path, { throwIfNoEntry: false })?.si
  * be a volume that is not mounted), applies pending migrations (here, and nowhere else), and
  * starts the writer thread. Throws when the log cannot be written.
  */
-export async function openEventLog(path: string, { busyTimeoutMs = 5000, redact = [], onCommit }: EventLogOptions = {}): Promise<EventLog> {
-  const database = openDatabase(path, { busyTimeoutMs });
+export async function openEventLog(path: string, { busyTimeoutMs = 5000, redact = [], onCommit, checkpoints }: EventLogOptions = {}): Promise<EventLog> {
+  const database = openDatabase(path, { busyTimeoutMs, checkpoints });
   let writer: GroupCommit;
   try {
-    writer = await GroupCommit.start({ workerUrl: WRITER_WORKER_URL, path, busyTimeoutMs }, onCommit);
+    writer = await GroupCommit.start({ workerUrl: WRITER_WORKER_URL, path, busyTimeoutMs, checkpoints }, onCommit);
   } catch (error) {
     closeDatabase(database);
     throw error;
@@ -232,6 +236,59 @@ export function openReconcileRuns(path: string): { runs: ReconcileRuns; close():
   if (!existsSync(path)) throw new Error(`no event log at ${path}`);
   const database = openDatabase(path, { migrate: false });
   return { runs: reconcileRunsOver(database.db), close: () => database.sqlite.close() };
+}
+
+/** A delivery another log took, verified again here, with the facts of the request it first came in. */
+export interface ImportedDelivery {
+  verified: VerifiedDelivery;
+  request: RequestFacts;
+}
+
+/** Appending, in bulk, deliveries another log took (`icr-receiver import`). */
+export interface EventLogImporter {
+  readonly path: string;
+  /**
+   * Appends a batch in one IMMEDIATE transaction (waiting for the write lock as any writer does)
+   * under the writer's rules: ids and chain hashes read under the lock, a repeat of a stored
+   * payload recorded as a duplicate delivery of its event. One rule more: a delivery the log
+   * already holds (same payload, receive time and body) is not stored again (`present`), so an
+   * import can be repeated. Committed when it returns; when it throws, nothing of the batch is stored.
+   */
+  append(batch: readonly ImportedDelivery[]): ImportOutcome[];
+  /** Copies the filter keys of new events (the receiver's writer does it behind its commits); how many. */
+  copyKeys(): number;
+  close(): void;
+}
+
+/**
+ * Opens the log to import into, creating and migrating it if needed (its directory must exist),
+ * on a writing connection of its own: safe beside a running receiver. `redact`: values never to
+ * be stored with a delivery's headers (the query token); credential headers are always redacted.
+ */
+export function openEventLogImporter(
+  path: string,
+  { busyTimeoutMs = 5000, redact = [], checkpoints = "receiver" }: Omit<EventLogOptions, "onCommit"> = {},
+): EventLogImporter {
+  const database = openDatabase(path, { busyTimeoutMs, checkpoints });
+  // As the receiver's writer: checkpoints are a running receiver's checkpointer's business (this
+  // connection's own remains a backstop, at 16 MB of WAL, that an offline import relies on);
+  // under Litestream, openDatabase has turned them off.
+  if (checkpoints === "receiver") database.sqlite.run("PRAGMA wal_autocheckpoint = 4000");
+  let importer: ReturnType<typeof deliveryImporter>;
+  try {
+    importer = deliveryImporter(database);
+  } catch (error) {
+    database.sqlite.close();
+    throw error;
+  }
+  return {
+    path,
+    append: (batch) => importer.append(batch.map(({ verified, request }) => acceptedDelivery(verified, request, redact))),
+    copyKeys: () => importer.copyKeys(),
+    // Not closeDatabase: its TRUNCATE checkpoint would hold a running receiver's writer up. The
+    // receiver's checkpointer folds the WAL back; offline, SQLite does it as the last connection closes.
+    close: () => database.sqlite.close(),
+  };
 }
 
 /** Opens a copy on its own and checks it is sound; its row counts. */

@@ -3,12 +3,14 @@
 import { batchAppender, type Appended, type Rejection } from "./append.ts";
 import { unpackBatch, type PackedBatch } from "./batch-message.ts";
 import type { CheckpointRequest } from "./checkpoint-worker.ts";
-import { closeDatabase, openDatabase, type EventLogDatabase } from "./database.ts";
+import { closeDatabase, openDatabase, type Checkpoints, type EventLogDatabase } from "./database.ts";
 import { eventKeysCopier, KeysFollower } from "./event-keys.ts";
 
 export interface WriterOptions {
   path: string;
   busyTimeoutMs: number;
+  /** "litestream": no checkpointer thread, no automatic checkpoint, no TRUNCATE at close. */
+  checkpoints?: Checkpoints;
 }
 
 export type WriterRequest =
@@ -32,14 +34,18 @@ self.onmessage = ({ data: request }: MessageEvent<WriterRequest>) => {
   if (request.type === "open") {
     try {
       // Migrated already, by the thread that started this one.
-      log = openDatabase(request.options.path, { busyTimeoutMs: request.options.busyTimeoutMs, migrate: false });
+      const { path, busyTimeoutMs, checkpoints = "receiver" } = request.options;
+      log = openDatabase(path, { busyTimeoutMs, migrate: false, checkpoints });
       append = batchAppender(log);
       keys = new KeysFollower(eventKeysCopier(log));
       // Checkpoints belong to the checkpointer thread; the writer's own automatic checkpoint stays
       // as a backstop at 16 MB of WAL, should the checkpointer fall behind.
-      log.sqlite.run("PRAGMA wal_autocheckpoint = 4000");
-      checkpointer = new Worker(new URL("./checkpoint-worker.ts", import.meta.url).href);
-      checkpointer.postMessage({ type: "start", path: request.options.path, intervalMs: 25 } satisfies CheckpointRequest);
+      // Under Litestream, neither: it checkpoints, after copying the WAL (openDatabase set 0).
+      if (checkpoints === "receiver") {
+        log.sqlite.run("PRAGMA wal_autocheckpoint = 4000");
+        checkpointer = new Worker(new URL("./checkpoint-worker.ts", import.meta.url).href);
+        checkpointer.postMessage({ type: "start", path, intervalMs: 25 } satisfies CheckpointRequest);
+      }
       reply({ type: "ready" });
       // Deliveries that arrive meanwhile wait in line for it rather than find the port closed.
       try {
