@@ -140,6 +140,26 @@ describe("disk full", () => {
   );
 });
 
+describe("readiness under load", () => {
+  test("a busy receiver is ready: its own commits hold the lock a moment, not long enough to fail /readyz", async () => {
+    const server = cleanupLater(await startServer(), (s) => s.stop());
+    let sending = true;
+    const senders = Array.from({ length: 8 }, async () => {
+      while (sending) await deliver(server);
+    });
+    const probes: number[] = [];
+    const until = Date.now() + 1500;
+    while (Date.now() < until) {
+      probes.push((await fetch(`${server.url}/readyz`)).status);
+      await Bun.sleep(10);
+    }
+    sending = false;
+    await Promise.all(senders);
+    expect(probes.length).toBeGreaterThan(20);
+    expect(probes.filter((status) => status !== 200)).toEqual([]);
+  }, 30_000);
+});
+
 describe("another process holds the write lock (sqlite3, BEGIN IMMEDIATE)", () => {
   test("requests wait up to the busy timeout, then 503; released in time, they are stored; never a 2xx without the row", async () => {
     const busyTimeoutMs = 1500;

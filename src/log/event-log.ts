@@ -134,10 +134,18 @@ function readerOver(database: EventLogDatabase): EventReader {
   };
 }
 
-/** Whether the log can take a write right now, without waiting for a lock another process holds. */
+/**
+ * The longest a readiness probe waits for the write lock. The receiver's own threads hold it for a
+ * commit (a millisecond or two) many times a second: without a wait, a busy receiver reads as not
+ * ready to a load balancer's health check about half the time. A lock held longer than this is
+ * another process's (a sqlite3 shell, a migration), and then deliveries would wait too.
+ */
+const READY_LOCK_WAIT_MS = 100;
+
+/** Whether the log can take a write now: the write lock comes free within READY_LOCK_WAIT_MS. */
 function lockFree({ sqlite, busyTimeoutMs }: EventLogDatabase): boolean {
   try {
-    sqlite.run("PRAGMA busy_timeout = 0");
+    sqlite.run(`PRAGMA busy_timeout = ${READY_LOCK_WAIT_MS}`);
     sqlite.run("BEGIN IMMEDIATE");
     sqlite.run("ROLLBACK");
     return true;
