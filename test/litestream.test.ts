@@ -1,4 +1,4 @@
-// A continuous replica with Litestream (0.3, from npm @flydotio/litestream), tested the hard way:
+// A continuous replica with Litestream (0.3, the binary in npm @flydotio/litestream-linux-x64), tested the hard way:
 // the receiver (ICR_RECEIVER_CHECKPOINTS=litestream, so Litestream alone checkpoints) and
 // `litestream replicate` to a `file` replica, concurrent senders for a few seconds, the replication
 // lag sampled meanwhile with `litestream restore`, then SIGKILL to both at a cut-off, a restore
