@@ -10,11 +10,10 @@ import { Database } from "bun:sqlite";
 import type { Subprocess } from "bun";
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
-import { createServer } from "node:net";
 import { join } from "node:path";
 import { FIXTURE_SECRET } from "./support/fixtures.ts";
 import { rawRequest } from "./support/raw-http.ts";
-import { REPO, spawnReceiver, type ReceiverProcess } from "./support/process.ts";
+import { freePort, REPO, spawnReceiver, type ReceiverProcess } from "./support/process.ts";
 import { QUERY_TOKEN, signedDelivery, tempDir } from "./support/server.ts";
 import { startSink, type Sink } from "./support/sink.ts";
 import { sqlite3 } from "./support/sqlite-shell.ts";
@@ -34,14 +33,6 @@ afterEach(async () => {
     }
   }
 });
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 async function until(condition: () => boolean | Promise<boolean>, ms: number, what: string): Promise<void> {
   const deadline = Date.now() + ms;

@@ -3,11 +3,10 @@
 import { afterAll, expect, test } from "bun:test";
 import { Database } from "bun:sqlite";
 import { readFileSync, rmSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { join } from "node:path";
 import { verifyChain } from "../src/log/chain.ts";
 import { FIXTURE_SECRET } from "./support/fixtures.ts";
-import { REPO, spawnReceiver, type ReceiverProcess } from "./support/process.ts";
+import { freePort, REPO, spawnReceiver, type ReceiverProcess } from "./support/process.ts";
 import { signedDelivery, tempDir } from "./support/server.ts";
 
 const dataDir = tempDir("icr-upgrade-");
@@ -29,14 +28,6 @@ afterAll(async () => {
   if (canSetMigrateReq) writeFileSync(MIGRATE_REQ, migrateReqBefore);
   rmSync(dataDir, { recursive: true, force: true });
 });
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 test.skipIf(!canSetMigrateReq)(
   "hand-over between two receivers on one port loses no delivery (net.ipv4.tcp_migrate_req=1)",

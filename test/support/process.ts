@@ -1,8 +1,18 @@
 // A receiver as a separate process (source or compiled binary), as systemd would run it.
 import type { Subprocess } from "bun";
+import { createServer } from "node:net";
 import { join } from "node:path";
 
 export const REPO = join(import.meta.dir, "..", "..");
+
+/** A port free on loopback now, for a process that must know its port before it starts. */
+export async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as { port: number };
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
 
 export interface ReceiverProcess {
   proc: Subprocess<"ignore", "pipe", "pipe">;
