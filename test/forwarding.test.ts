@@ -54,6 +54,16 @@ async function post(server: TestServer, payload: Record<string, unknown>) {
   return { ...d, id: (await response.json()).id as number };
 }
 
+/** GET /forward/status once its progress satisfies `settled` (the forwarding thread commits it a moment after a delivery). */
+async function statusWhen(server: TestServer, settled: (destinations: Record<string, any>[]) => boolean) {
+  let status = await (await server.query("/forward/status")).json();
+  for (let i = 0; i < 250 && !settled(status.destinations); i++) {
+    await Bun.sleep(20);
+    status = await (await server.query("/forward/status")).json();
+  }
+  return status as { destinations: Record<string, any>[] };
+}
+
 const inInstallation = (id: string, extra: Record<string, unknown> = {}) => ({
   installation: { id, appId: "app-1", organization: { id: "org-1" } },
   ...extra,
@@ -137,12 +147,7 @@ describe("forwarding", () => {
     const stuck = await post(server, inInstallation("inst-d", { event: "suspended" }));
     const after = await post(server, inInstallation("inst-d", { event: "unsuspended" }));
     await until(() => app.received.some((r) => r.eventId === after.id), 10_000, "the next event of the lane");
-    // Committed by the forwarding thread a moment after the delivery.
-    let status = await (await server.query("/forward/status")).json();
-    for (let i = 0; i < 100 && status.destinations[0].pending !== 0; i++) {
-      await Bun.sleep(20);
-      status = await (await server.query("/forward/status")).json();
-    }
+    const status = await statusWhen(server, (d) => d[0]?.pending === 0 && d[0]?.deadLetters === 1);
     expect(status.destinations[0]).toMatchObject({ name: "default", deadLetters: 1, pending: 0 });
     const dead = await (await server.query("/forward/dead")).json();
     expect(dead.deadLetters).toEqual([expect.objectContaining({ destination: "default", eventId: stuck.id, event: "suspended", lastError: "HTTP 503" })]);
@@ -156,8 +161,7 @@ describe("forwarding", () => {
     await until(() => app.received.some((r) => r.eventId === stuck.id), 5000, "the replayed dead letter");
     // The same webhook-id as every earlier attempt.
     expect(app.received.find((r) => r.eventId === stuck.id)!.id).toBe(`msg_${sha256(stuck.payloadText)}`);
-    await until(() => true);
-    const afterReplay = await (await server.query("/forward/status")).json();
+    const afterReplay = await statusWhen(server, (d) => d[0]?.delivered === 2);
     expect(afterReplay.destinations[0]).toMatchObject({ deadLetters: 0, delivered: 2 });
   });
 
@@ -208,9 +212,9 @@ describe("forwarding", () => {
     const kinds = ["installed", "warehouseTransaction", "organizationTransaction", "suspended"];
     for (let i = 0; i < 8; i++) await post(server, inInstallation(`inst-${i}`, { event: kinds[i % 4], n: i }));
     await until(() => app.received.length === 8, 10_000, "the app's 8");
-    const status = await (await server.query("/forward/status")).json();
-    expect(status.destinations.find((d: { name: string }) => d.name === "app")).toMatchObject({ delivered: 8, pending: 0 });
-    expect(status.destinations.find((d: { name: string }) => d.name === "billing")).toMatchObject({ delivered: 0, pending: 4 });
+    const status = await statusWhen(server, (d) => d.find((x) => x.name === "app")?.delivered === 8 && d.find((x) => x.name === "billing")?.pending === 4);
+    expect(status.destinations.find((d) => d.name === "app")).toMatchObject({ delivered: 8, pending: 0 });
+    expect(status.destinations.find((d) => d.name === "billing")).toMatchObject({ delivered: 0, pending: 4 });
     billingDown = false;
     await until(() => billing.received.length === 4, 10_000, "billing's 4");
     expect(billing.received.every((r) => r.event === "warehouseTransaction" || r.event === "organizationTransaction")).toBe(true);
@@ -280,7 +284,7 @@ describe("forwarding", () => {
     const server = await receiverFor(forwarding([{ name: "default", url: app.url, events: null }]));
     await post(server, inInstallation("inst-m"));
     await until(() => app.received.length === 1, 5000, "the delivery");
-    await Bun.sleep(50);
+    await statusWhen(server, (d) => d[0]?.pending === 0 && d[0]?.delivered === 1);
     const text = await (await server.query("/metrics")).text();
     expect(text).toContain('icr_receiver_forward_attempts_total{destination="default",outcome="failed"} 2');
     expect(text).toContain('icr_receiver_forward_attempts_total{destination="default",outcome="delivered"} 1');
