@@ -4,7 +4,6 @@ import { rmSync, statSync } from "node:fs";
 import { resolve } from "node:path";
 import {
   checkDestination,
-  CliError,
   command,
   DATABASE_HELP,
   DATABASE_OPTIONS,
