@@ -275,6 +275,13 @@ export class Forwarder {
   }
 
   private discover(): void {
+    const from = this.discoveredThrough;
+    this.discoverBatches();
+    // The lanes created and the progress past the events they got, in one commit.
+    if (this.discoveredThrough !== from) this.change(() => this.saveDestination());
+  }
+
+  private discoverBatches(): void {
     while (this.lanes.size < MAX_LANES) {
       const rows = this.q.discover.all(this.discoveredThrough, ...this.only);
       if (rows.length === 0) return;
@@ -293,7 +300,6 @@ export class Forwarder {
         this.discoveredThrough = id;
         this.wake(lane);
       }
-      this.change(() => this.saveDestination());
       if (rows.length < DISCOVER_BATCH) return;
     }
   }
