@@ -4,6 +4,7 @@ import { Elysia, t } from "elysia";
 import { ConsumerError, FILTER_PARAMETERS, FilterError, pageJson, parseEventFilter, type Consumers, type EventReader } from "../log/event-log.ts";
 import { bearerAuth } from "./auth.ts";
 import { HttpError } from "./errors.ts";
+import { queryParameters } from "./query-parameters.ts";
 
 /** GET /events' filters and page size; the position is the cursor, and the order is the log's. */
 const PULL_PARAMETERS: readonly string[] = [...FILTER_PARAMETERS.filter((p) => p !== "after" && p !== "order"), "from"];
@@ -19,13 +20,7 @@ export const consumersApi = ({ consumers, events, queryToken }: { consumers: Con
     .use(bearerAuth(queryToken))
     .get("/consumers", () => ({ consumers: consumers.list() }))
     .get("/consumers/:name/events", ({ params, request }) => {
-      const values: Record<string, string> = {};
-      for (const [key, value] of new URL(request.url).searchParams) {
-        if (!PULL_PARAMETERS.includes(key)) throw new HttpError(400, "invalid_parameter", `unknown parameter: ${key}`);
-        if (key in values) throw new HttpError(400, "invalid_parameter", `repeated parameter: ${key}`);
-        values[key] = value;
-      }
-      const { from, ...filterValues } = values;
+      const { from, ...filterValues } = queryParameters(request, PULL_PARAMETERS);
       if (from !== undefined && from !== "latest") throw new HttpError(400, "invalid_parameter", "from: must be latest");
       try {
         const filter = parseEventFilter(filterValues);

@@ -3,23 +3,11 @@ import { Elysia, t } from "elysia";
 import { eventJson, FILTER_PARAMETERS, FilterError, pageJson, parseEventFilter, type EventReader } from "../log/event-log.ts";
 import { bearerAuth } from "./auth.ts";
 import { HttpError } from "./errors.ts";
+import { queryParameters } from "./query-parameters.ts";
 
 // Strings here; what each may be is the filter parser's (shared with the CLI), so that both refuse
 // the same values with the same words.
 const EventsQuery = t.Object(Object.fromEntries(FILTER_PARAMETERS.map((parameter) => [parameter, t.Optional(t.String())])));
-
-// Elysia drops unknown query parameters instead of refusing them, and a repeated one becomes an
-// array or its last value: a typo must not silently widen a query, nor a repeat pick a value.
-function refuseUnknownParameters(request: Request): void {
-  const seen = new Set<string>();
-  for (const key of new URL(request.url).searchParams.keys()) {
-    if (!(FILTER_PARAMETERS as readonly string[]).includes(key)) {
-      throw new HttpError(400, "invalid_parameter", `unknown parameter: ${key}`);
-    }
-    if (seen.has(key)) throw new HttpError(400, "invalid_parameter", `repeated parameter: ${key}`);
-    seen.add(key);
-  }
-}
 
 const json = (text: string) => new Response(text, { headers: { "content-type": "application/json" } });
 
@@ -47,7 +35,7 @@ export const eventsApi = ({ events, queryToken, onServed = () => {} }: EventsApi
         return json(pageJson(events.list(filter)));
       },
       // On transform, before validation: a repeated parameter must be named, not fail as a type.
-      { query: EventsQuery, transform: ({ request }) => refuseUnknownParameters(request) },
+      { query: EventsQuery, transform: ({ request }) => void queryParameters(request, FILTER_PARAMETERS) },
     )
     .get(
       "/events/:id",

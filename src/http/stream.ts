@@ -6,6 +6,7 @@ import { Elysia } from "elysia";
 import { eventJson, FILTER_PARAMETERS, FilterError, parseEventFilter, type EventFilter, type EventReader, type EventView } from "../log/event-log.ts";
 import { bearerAuth } from "./auth.ts";
 import { HttpError } from "./errors.ts";
+import { queryParameters } from "./query-parameters.ts";
 
 export interface StreamOptions {
   events: EventReader;
@@ -202,14 +203,7 @@ export function streamApi({ events, queryToken, onCommit, maxStreams, heartbeatM
     if (hub.stopping || hub.size >= maxStreams) {
       throw new HttpError(503, "too_many_streams", `at most ${maxStreams} streams are open at once`, { "retry-after": "5" });
     }
-    const url = new URL(request.url);
-    const values: Record<string, string> = {};
-    for (const [key, value] of url.searchParams) {
-      if (!STREAM_PARAMETERS.includes(key)) throw new HttpError(400, "invalid_parameter", `unknown parameter: ${key}`);
-      if (key in values) throw new HttpError(400, "invalid_parameter", `repeated parameter: ${key}`);
-      values[key] = value;
-    }
-    const { after, ...filterValues } = values;
+    const { after, ...filterValues } = queryParameters(request, STREAM_PARAMETERS);
     let filter: EventFilter;
     try {
       filter = parseEventFilter(filterValues);
