@@ -2,8 +2,8 @@
 // replays written to it (a running receiver picks them up within a second or two; a stopped one
 // when it starts).
 import { loadDestinations } from "../config.ts";
-import { openForwardProgress, UnknownDestination, type ReplaySelection } from "../forward/progress.ts";
-import { FilterError, parseEventFilter } from "../log/event-log.ts";
+import { openForwardProgress, ReplayChoiceError, replaySelection, UnknownDestination, type ReplaySelection } from "../forward/progress.ts";
+import { FilterError } from "../log/event-log.ts";
 import { command, DATABASE_HELP, DATABASE_OPTIONS, databasePath, EXIT, HELP_OPTION, parse, UsageError, type Env } from "./common.ts";
 import { plural } from "./format.ts";
 
@@ -57,20 +57,12 @@ function destinations(values: { "forward-url"?: string; "forwards-file"?: string
   return configured;
 }
 
-function replaySelection(values: { id?: string; since?: string; until?: string; event?: string; dead?: boolean }): ReplaySelection {
-  const given = [values.id !== undefined, values.since !== undefined, values.dead === true].filter(Boolean).length;
-  if (given !== 1 || ((values.until !== undefined || values.event !== undefined) && values.since === undefined)) {
-    throw new UsageError("give exactly one of --id N, --since T (with --until and --event if wanted) or --dead");
-  }
-  if (values.id !== undefined) {
-    if (!/^[1-9][0-9]{0,15}$/.test(values.id)) throw new UsageError(`--id: "${values.id}" is not an event id`);
-    return { id: Number(values.id) };
-  }
-  if (values.dead) return { dead: true };
+function selection(values: { id?: string; since?: string; until?: string; event?: string; dead?: boolean }): ReplaySelection {
+  if (values.id !== undefined && !/^[1-9][0-9]{0,15}$/.test(values.id)) throw new UsageError(`--id: "${values.id}" is not an event id`);
   try {
-    const { since, until, event } = parseEventFilter({ since: values.since, until: values.until, event: values.event });
-    return { since: since!, until, event };
+    return replaySelection({ ...values, id: values.id === undefined ? undefined : Number(values.id) });
   } catch (error) {
+    if (error instanceof ReplayChoiceError) throw new UsageError("give exactly one of --id N, --since T (with --until and --event if wanted) or --dead");
     if (error instanceof FilterError) throw new UsageError(`--${error.message}`);
     throw error;
   }
@@ -102,7 +94,7 @@ export const forwardCommand = command("forward", "forwarding: status, dead lette
       else for (const l of letters) process.stdout.write(`${l.destination}  event ${l.eventId}  ${l.event ?? "(unparsed)"}  ${l.attempts} attempts  dead ${l.deadAt}  ${l.lastError}\n`);
       return EXIT.ok;
     }
-    const requested = progress.replay(replaySelection(values), values.destination);
+    const requested = progress.replay(selection(values), values.destination);
     process.stdout.write(`replay: ${plural(requested, "send")} asked for\n`);
     return EXIT.ok;
   } catch (error) {

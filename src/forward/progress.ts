@@ -5,6 +5,7 @@ import type { Database, SQLQueryBindings } from "bun:sqlite";
 import type { Destination } from "../config.ts";
 import { existsSync } from "node:fs";
 import { openDatabase } from "../log/database.ts";
+import { parseEventFilter } from "../log/event-log.ts";
 
 export interface DestinationStatus {
   name: string;
@@ -117,6 +118,23 @@ export function deadLetters(sqlite: Database, destination?: string): DeadLetter[
 
 /** Which events to send again: one, a time range (of one event name), or every dead letter. */
 export type ReplaySelection = { id: number } | { since: string; until?: string; event?: string } | { dead: true };
+
+/** A replay that names no events, or more than one way of naming them. */
+export class ReplayChoiceError extends Error {}
+
+/**
+ * The replay asked for: exactly one of an event id, `since` (with `until` and `event` if wanted;
+ * times as GET /events takes them) or `dead`. Throws ReplayChoiceError, or FilterError for a time
+ * or a name that is not one.
+ */
+export function replaySelection(asked: { id?: number; since?: string; until?: string; event?: string; dead?: boolean }): ReplaySelection {
+  const given = [asked.id !== undefined, asked.since !== undefined, asked.dead === true].filter(Boolean).length;
+  if (given !== 1 || ((asked.until !== undefined || asked.event !== undefined) && asked.since === undefined)) throw new ReplayChoiceError();
+  if (asked.id !== undefined) return { id: asked.id };
+  if (asked.dead) return { dead: true };
+  const { since, until, event } = parseEventFilter({ since: asked.since, until: asked.until, event: asked.event });
+  return { since: since!, until, event };
+}
 
 /**
  * Asks for events to be sent again to `destinations` (each only the events its filter takes),

@@ -1,8 +1,8 @@
 // Forwarding over HTTP, behind the query token: each destination's progress, its dead letters,
 // and replays (which the forwarder picks up within a second).
 import { Elysia, t } from "elysia";
-import { ForwardProgress, UnknownDestination, type ReplaySelection } from "../forward/progress.ts";
-import { FilterError, parseEventFilter } from "../log/event-log.ts";
+import { ForwardProgress, ReplayChoiceError, replaySelection, UnknownDestination, type ReplaySelection } from "../forward/progress.ts";
+import { FilterError } from "../log/event-log.ts";
 import { bearerAuth } from "./auth.ts";
 import { HttpError } from "./errors.ts";
 
@@ -15,18 +15,11 @@ const ReplayRequest = t.Object({
   destination: t.Optional(t.String()),
 });
 
-/** Exactly one of id, since (with until and event) and dead. */
 function selection(body: typeof ReplayRequest.static): ReplaySelection {
-  const given = [body.id !== undefined, body.since !== undefined, body.dead === true].filter(Boolean).length;
-  if (given !== 1 || ((body.until !== undefined || body.event !== undefined) && body.since === undefined)) {
-    throw new HttpError(400, "invalid_body", "give exactly one of id, since (with until and event if wanted) or dead");
-  }
-  if (body.id !== undefined) return { id: body.id };
-  if (body.dead) return { dead: true };
   try {
-    const { since, until, event } = parseEventFilter({ since: body.since, until: body.until, event: body.event });
-    return { since: since!, until, event };
+    return replaySelection(body);
   } catch (error) {
+    if (error instanceof ReplayChoiceError) throw new HttpError(400, "invalid_body", "give exactly one of id, since (with until and event if wanted) or dead");
     if (error instanceof FilterError) throw new HttpError(400, "invalid_body", error.message);
     throw error;
   }
