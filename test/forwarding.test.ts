@@ -13,6 +13,7 @@ import { REPO, spawnReceiver } from "./support/process.ts";
 import { QUERY_TOKEN, signedDelivery, startApp, startServer, tempDir, testConfig, type TestServer } from "./support/server.ts";
 import { startSink, type Sink } from "./support/sink.ts";
 import { sqlite3 } from "./support/sqlite-shell.ts";
+import { until } from "./support/until.ts";
 
 const whsec = () => `whsec_${randomBytes(32).toString("base64")}`;
 const SECRET = whsec();
@@ -39,13 +40,6 @@ function sink(secrets = [SECRET]): Sink {
   return s;
 }
 
-async function until(condition: () => boolean, ms = 10_000, what = "the condition"): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await Bun.sleep(10);
-  }
-}
 
 async function post(server: TestServer, payload: Record<string, unknown>) {
   const d = signedDelivery(payload);

@@ -17,6 +17,7 @@ import { freePort, REPO, spawnReceiver, type ReceiverProcess } from "./support/p
 import { QUERY_TOKEN, signedDelivery, tempDir } from "./support/server.ts";
 import { startSink, type Sink } from "./support/sink.ts";
 import { sqlite3 } from "./support/sqlite-shell.ts";
+import { until } from "./support/until.ts";
 
 const HAPROXY = Bun.which("haproxy") ?? (existsSync("/usr/sbin/haproxy") ? "/usr/sbin/haproxy" : null);
 const CONFIG = join(REPO, "deploy", "haproxy.cfg");
@@ -34,13 +35,6 @@ afterEach(async () => {
   }
 });
 
-async function until(condition: () => boolean | Promise<boolean>, ms: number, what: string): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await Bun.sleep(20);
-  }
-}
 
 /** A receiver process on a fixed loopback port (so a restart comes back where HAProxy looks). */
 function receiverStarter(name: string, sink: Sink | null) {

@@ -7,6 +7,7 @@ import { join } from "node:path";
 import { FIXTURE_SECRET } from "./support/fixtures.ts";
 import { REPO, spawnReceiver } from "./support/process.ts";
 import { QUERY_TOKEN, signedDelivery, startServer, tempDir, type TestServer } from "./support/server.ts";
+import { until } from "./support/until.ts";
 
 const cleanups: (() => unknown)[] = [];
 afterEach(async () => {
@@ -97,13 +98,6 @@ class Reader {
   }
 }
 
-async function until(condition: () => boolean, ms = 5000, what = "the condition"): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await Bun.sleep(5);
-  }
-}
 
 describe("GET /events/stream", () => {
   test("the head and a retry line at once, then each new event once it is committed, as GET /events renders it", async () => {
