@@ -29,6 +29,13 @@ export class RejectionLimiter {
     return allowed;
   }
 
+  /** Whether `address` has no refusal left to earn now (counts nothing): a login is not even tried then. */
+  exhausted(address: string): boolean {
+    if (this.perMinute <= 0) return false;
+    const bucket = this.buckets.get(address);
+    return bucket !== undefined && bucket.tokens + ((this.now() - bucket.at) / 60_000) * this.perMinute < 1;
+  }
+
   /** Seconds until `address` may be refused normally again (for Retry-After). */
   retryAfter(address: string): number {
     const tokens = this.buckets.get(address)?.tokens ?? this.perMinute;

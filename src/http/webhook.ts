@@ -8,7 +8,7 @@ import type { UnparsedReason } from "../verify/delivery.ts";
 import { SIGNATURE_HEADER, type LabelledSecret } from "../verify/signature.ts";
 import { verifyDelivery, type DeliveryRejection } from "../verify/verify-delivery.ts";
 import { errorResponse, HttpError } from "./errors.ts";
-import { RejectionLimiter } from "./rejection-limit.ts";
+import type { RejectionLimiter } from "./rejection-limit.ts";
 import { readRequestBody } from "./request-body.ts";
 
 /** What happened to one delivery: for the answer, the logs and the metrics (never a body or secret). */
@@ -28,8 +28,8 @@ interface WebhookOptions {
   path: string;
   secrets: readonly LabelledSecret[];
   bodyLimit: number;
-  /** Refusals per minute per address before they are answered 429 (0: no limit). */
-  rejectionLimit: number;
+  /** Counts refusals per address, shared with the console's wrong logins; past it, 429. */
+  limiter: RejectionLimiter;
   log: EventLog;
   onOutcome?: (outcome: DeliveryOutcome, remoteAddress: string | null, seconds: number) => void;
 }
@@ -93,8 +93,7 @@ async function receive(
 }
 
 export const webhook = (options: WebhookOptions) => {
-  const limiter = new RejectionLimiter(options.rejectionLimit);
-  const { log, onOutcome = () => {} } = options;
+  const { log, limiter, onOutcome = () => {} } = options;
 
   /** A refusal: recorded for the operator, unless this address has been refused too often. */
   function refuse(refused: Refusal, remoteAddress: string | null): DeliveryOutcome {
