@@ -3,6 +3,7 @@
 // Hand-written (a few counters and histograms) rather than a client library: nothing here needs
 // more, and the hot path only increments numbers.
 import { Elysia } from "elysia";
+import { MinuteSeries } from "./activity.ts";
 import { bearerAuth } from "./auth.ts";
 
 const escape = (value: string) => value.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n");
@@ -75,9 +76,11 @@ export class ReceiverMetrics {
   /** Scheduled reconciliation: null while off (then none of its metrics is exposed). */
   private reconcile: { intervalSeconds: number; lastSuccess: number; gaps: Record<string, number> | null } | null = null;
   private lastAccepted = 0;
-  private readonly startedAt = Date.now() / 1000;
+  readonly startedAt = Date.now() / 1000;
   /** Event streams open now (GET /events/stream). */
   openStreams = 0;
+  /** The same deliveries and commits, per minute over the last hours (the console's health chart). */
+  readonly perMinute = new MinuteSeries();
 
   constructor(private readonly version: string) {}
 
@@ -94,6 +97,7 @@ export class ReceiverMetrics {
     seconds: number,
   ): void {
     this.requestSeconds.observe(seconds);
+    this.perMinute.delivery(outcome.accepted);
     if (!outcome.accepted) return this.rejected.inc({ reason: outcome.reason, status: String(outcome.status) });
     this.accepted.inc({ secret_label: outcome.secretLabel });
     if (outcome.duplicate) this.duplicates.inc();
@@ -119,6 +123,7 @@ export class ReceiverMetrics {
   commit({ rows, seconds }: { rows: number; seconds: number }): void {
     this.batchRows.observe(rows);
     this.commitSeconds.observe(seconds);
+    this.perMinute.commit(seconds);
   }
 
   render({ databaseBytes, commitFailing, forwarding, consumers }: ScrapedState): string {
