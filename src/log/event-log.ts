@@ -14,8 +14,8 @@ import { deliveryImporter, type ImportOutcome } from "./import.ts";
 import { bundledMigrations, migrate } from "./migrations.ts";
 import { EventQueries, type DeliveryView, type EventFilter, type EventView, type ReconcileFacts } from "./query.ts";
 import { acceptedDelivery, type RequestFacts } from "./row.ts";
-import { reconcileRuns } from "./schema.ts";
-import { desc, eq } from "drizzle-orm";
+import { deliveries, events, reconcileRuns, rejections } from "./schema.ts";
+import { count, desc, eq, lt, max } from "drizzle-orm";
 
 export type { Appended, Rejection } from "./append.ts";
 export { APPEND_ONLY_TRIGGERS, type CheckReport } from "./check.ts";
@@ -332,4 +332,57 @@ export function migrateEventLog(path: string): { applied: string[]; bundled: num
   } finally {
     sqlite.close();
   }
+}
+
+/** A refused delivery as the rejection ring keeps it (never its body: only its size and hash). */
+export interface RejectionView {
+  /** Its place in the order of refusals: newer ones have higher numbers. */
+  seq: number;
+  receivedAt: string;
+  remoteAddress: string | null;
+  status: number;
+  reason: string;
+  bodySize: number;
+  bodySha256: string | null;
+}
+
+/** What the console reads beside the EventReader: the rejection ring and the size of the log. */
+export interface LogInspection {
+  /**
+   * Refused deliveries, newest first: `limit` of them, those before `before` (a `seq`) when given.
+   * `next` is the `before` of the following page (null on the last). The ring keeps the newest
+   * 10,000; a refusal answered 429 is not in it.
+   */
+  rejections(page: { limit: number; before?: number }): { rejections: RejectionView[]; next: number | null };
+  /** Rows in the log's tables. */
+  rows(): { events: number; deliveries: number; rejections: number };
+  close(): void;
+}
+
+/** Opens a read-only connection of the caller's own over the log at `path` (which must exist). */
+export function openLogInspection(path: string): LogInspection {
+  const { sqlite, db } = openDatabaseReadOnly(path);
+  return {
+    rejections({ limit, before }) {
+      const rows = db
+        .select()
+        .from(rejections)
+        .where(before === undefined ? undefined : lt(rejections.seq, before))
+        .orderBy(desc(rejections.seq))
+        .limit(limit + 1)
+        .all();
+      const page = rows.slice(0, limit).map(({ slot: _slot, ...row }) => row);
+      return { rejections: page, next: rows.length > limit ? page.at(-1)!.seq : null };
+    },
+    rows() {
+      // Append-only tables (triggers refuse deletes): the highest id is the count, read from the
+      // end of the primary key rather than by scanning millions of rows.
+      return {
+        events: db.select({ n: max(events.id) }).from(events).get()?.n ?? 0,
+        deliveries: db.select({ n: max(deliveries.id) }).from(deliveries).get()?.n ?? 0,
+        rejections: db.select({ n: count() }).from(rejections).get()?.n ?? 0,
+      };
+    },
+    close: () => sqlite.close(),
+  };
 }
