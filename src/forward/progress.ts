@@ -194,6 +194,11 @@ export class ForwardProgress {
     return deadLetters(this.sqlite, destination);
   }
 
+  /** Where one event stands with each destination; null when the log has no such event. */
+  ofEvent(eventId: number): EventForwarding[] | null {
+    return eventForwarding(this.sqlite, this.destinations, eventId);
+  }
+
   /** Asks for a replay to one destination (by name) or every one; how many sends were asked for. */
   replay(selection: ReplaySelection, destination?: string): number {
     return requestReplay(this.sqlite, destination === undefined ? this.destinations : [this.named(destination)], selection);
@@ -217,4 +222,60 @@ export function openForwardProgress(path: string, destinations: readonly Destina
   if (!existsSync(path)) throw new Error(`no event log at ${path}`);
   const { sqlite } = openDatabase(path, { migrate: false });
   return Object.assign(new ForwardProgress(sqlite, destinations), { close: () => sqlite.close() });
+}
+
+/** Where one event stands with one destination. */
+export interface EventForwarding {
+  destination: string;
+  /**
+   * `not_sent`: the destination's event filter skips it; `waiting`: not tried yet (behind its
+   * installation's earlier events, or not yet discovered); `retrying`: its last attempt failed and
+   * it is tried again at `nextAttemptAt`; `replay`: asked to be sent again; `dead`: a dead letter;
+   * `delivered`: the destination answered 2xx.
+   */
+  state: "not_sent" | "waiting" | "retrying" | "replay" | "dead" | "delivered";
+  /** Failed attempts so far (of the replay, for a replay). */
+  attempts: number;
+  /** The last failed attempt's error, with its HTTP status when there was one; null if none. */
+  lastError: string | null;
+  nextAttemptAt: string | null;
+}
+
+/** Where event `eventId` stands with each of `destinations`; null when the log has no such event. */
+export function eventForwarding(sqlite: Database, destinations: readonly Destination[], eventId: number): EventForwarding[] | null {
+  const event = sqlite.query<{ event: string | null; installation_id: string | null }, [number]>("SELECT event, installation_id FROM events WHERE id = ?").get(eventId);
+  if (event === null) return null;
+  const installation = event.installation_id ?? "";
+  const at = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
+  return destinations.map((destination): EventForwarding => {
+    const state = (state: EventForwarding["state"], attempts = 0, lastError: string | null = null, nextAttemptAt: string | null = null) => ({
+      destination: destination.name,
+      state,
+      attempts,
+      lastError,
+      nextAttemptAt,
+    });
+    if (destination.events !== null && (event.event === null || !destination.events.includes(event.event))) return state("not_sent");
+    const dead = sqlite
+      .query<{ attempts: number; last_error: string }, [string, number]>("SELECT attempts, last_error FROM forward_dead_letters WHERE destination = ? AND event_id = ?")
+      .get(destination.name, eventId);
+    if (dead !== null) return state("dead", dead.attempts, dead.last_error);
+    const replay = sqlite
+      .query<{ attempts: number; last_error: string | null; next_attempt_at: number }, [string, number]>(
+        "SELECT attempts, last_error, next_attempt_at FROM forward_replays WHERE destination = ? AND event_id = ?",
+      )
+      .get(destination.name, eventId);
+    if (replay !== null) return state("replay", replay.attempts, replay.last_error, at(replay.next_attempt_at));
+    const discovered = sqlite.query<{ discovered_through: number }, [string]>("SELECT discovered_through FROM forward_destinations WHERE name = ?").get(destination.name);
+    if (discovered === null || eventId > discovered.discovered_through) return state("waiting");
+    const lane = sqlite
+      .query<{ through: number; attempts: number; next_attempt_at: number; last_error: string | null }, [string, string]>(
+        "SELECT through, attempts, next_attempt_at, last_error FROM forward_lanes WHERE destination = ? AND installation = ?",
+      )
+      .get(destination.name, installation);
+    // A lane without a row has nothing left to send: every event of it is done.
+    if (lane === null || eventId <= lane.through) return state("delivered");
+    const next = waiting(sqlite, destination, lane.through, discovered.discovered_through, installation).first;
+    return next === eventId && lane.attempts > 0 ? state("retrying", lane.attempts, lane.last_error, at(lane.next_attempt_at)) : state("waiting");
+  });
 }
