@@ -2,6 +2,7 @@
 // holds after its starting point, page by page as the client reads, then each new event once it is
 // committed: in id order, no gap, no repeat. One reader follows the log for every live stream, so
 // that many streams cost the ingest path one query per commit, not one each.
+import type { Server } from "bun";
 import { Elysia } from "elysia";
 import { eventJson, FILTER_PARAMETERS, FilterError, parseEventFilter, type EventFilter, type EventReader, type EventView } from "../log/event-log.ts";
 import { bearerAuth } from "./auth.ts";
@@ -43,11 +44,12 @@ const matches = (filter: EventFilter, event: EventView) =>
 /**
  * One event as an SSE message. Its data is the event as GET /events renders it, on one line: a raw
  * line break can only be whitespace between JSON tokens (inside a string it is escaped), so a
- * space stands in for it.
+ * space stands in for it. Unnamed (no `event:` line), a message reaches a browser's EventSource
+ * `onmessage`, which only hears messages of no name.
  */
-function message(event: EventView): Uint8Array {
+function message(event: EventView, named: boolean): Uint8Array {
   const name = event.event !== null && !/[\r\n]/.test(event.event) ? event.event : UNPARSED;
-  return encoder.encode(`id: ${event.id}\nevent: ${name}\ndata: ${eventJson(event).replace(/[\r\n]/g, " ")}\n\n`);
+  return encoder.encode(`id: ${event.id}\n${named ? `event: ${name}\n` : ""}data: ${eventJson(event).replace(/[\r\n]/g, " ")}\n\n`);
 }
 
 class Stream {
@@ -63,6 +65,7 @@ class Stream {
     public lastId: number,
     heartbeatMs: number,
     bufferBytes: number,
+    private readonly named: boolean,
   ) {
     this.body = new ReadableStream<Uint8Array>(
       {
@@ -95,7 +98,7 @@ class Stream {
   deliver(event: EventView): void {
     if (event.id <= this.lastId || !matches(this.filter, event)) return;
     this.lastId = event.id;
-    this.send(message(event));
+    this.send(message(event, this.named));
   }
 
   private send(chunk: Uint8Array): void {
@@ -199,7 +202,11 @@ function startingPoint(request: Request, after: string | undefined, events: Even
 export function streamApi({ events, queryToken, onCommit, maxStreams, heartbeatMs = 15_000, bufferBytes = 1024 * 1024, onOpenStreams = () => {} }: StreamOptions) {
   const hub = new StreamHub(events, onOpenStreams);
   const unsubscribe = onCommit(() => hub.committed());
-  const plugin = new Elysia({ name: "event-stream" }).use(bearerAuth(queryToken)).get("/events/stream", ({ request, server }) => {
+  /**
+   * Opens a stream for `request` (its filters, its starting point), for a route that has
+   * authenticated it; `named: false` leaves out each message's event name (for EventSource).
+   */
+  const open = (request: Request, server: Server<unknown> | null, { named = true }: { named?: boolean } = {}): Response => {
     if (hub.stopping || hub.size >= maxStreams) {
       throw new HttpError(503, "too_many_streams", `at most ${maxStreams} streams are open at once`, { "retry-after": "5" });
     }
@@ -211,13 +218,14 @@ export function streamApi({ events, queryToken, onCommit, maxStreams, heartbeatM
       if (error instanceof FilterError) throw new HttpError(400, "invalid_parameter", error.message);
       throw error;
     }
-    const stream = new Stream(hub, filter, startingPoint(request, after, events), heartbeatMs, bufferBytes);
+    const stream = new Stream(hub, filter, startingPoint(request, after, events), heartbeatMs, bufferBytes, named);
     hub.add(stream);
     // A stream is quiet between events: the server's idle timeout must not end it.
     server?.timeout(request, 0);
     return new Response(stream.body, {
       headers: { "content-type": "text/event-stream", "cache-control": "no-cache", "x-accel-buffering": "no" },
     });
-  });
-  return { plugin, closeAll: () => (hub.closeAll(), unsubscribe()) };
+  };
+  const plugin = new Elysia({ name: "event-stream" }).use(bearerAuth(queryToken)).get("/events/stream", ({ request, server }) => open(request, server));
+  return { plugin, open, closeAll: () => (hub.closeAll(), unsubscribe()) };
 }
