@@ -23,6 +23,8 @@ export interface Config {
   forwarding: ForwardingConfig | null;
   /** Open event streams (GET /events/stream) at most. */
   streamLimit: number;
+  /** Serve the operator's console at /console (on unless turned off). */
+  console: boolean;
   /** Reconciliation with ICR's API inside the server; absent or null: off. */
   reconcile?: ScheduledReconcile | null;
   /** Who checkpoints the WAL: the receiver (absent: the default) or Litestream, replicating it. */
@@ -80,6 +82,7 @@ const VALUE_SETTINGS = {
   "rejection-limit": "ICR_RECEIVER_REJECTION_LIMIT",
   "reuse-port": "ICR_RECEIVER_REUSE_PORT",
   "stream-limit": "ICR_RECEIVER_STREAM_LIMIT",
+  console: "ICR_RECEIVER_CONSOLE",
   checkpoints: "ICR_RECEIVER_CHECKPOINTS",
   "secret-file": "ICR_RECEIVER_SECRET_FILE",
   "secrets-file": "ICR_RECEIVER_SECRETS_FILE",
@@ -140,6 +143,8 @@ export const OPTIONS_HELP = `Options (each also read from the environment variab
   --rejection-limit N      refusals/minute/address   ICR_RECEIVER_REJECTION_LIMIT (default ${DEFAULTS.rejectionLimit}; then 429, 0: off)
   --reuse-port             share the port (upgrades)  ICR_RECEIVER_REUSE_PORT=1 (default off: a taken port is an error)
   --stream-limit N         open event streams at most ICR_RECEIVER_STREAM_LIMIT (default ${DEFAULTS.streamLimit}; then 503)
+  --no-console             no console at /console    ICR_RECEIVER_CONSOLE=off (default on: the operator's console in the browser,
+                           login with the query token)
   --checkpoints WHO        who checkpoints the WAL   ICR_RECEIVER_CHECKPOINTS (default receiver; litestream: only Litestream,
                            which replicates the log: no checkpointer thread, wal_autocheckpoint=0)
   --secret-file FILE       one webhook secret        ICR_RECEIVER_SECRET_FILE (or ICR_RECEIVER_SECRET=value)
@@ -183,7 +188,9 @@ function parseFlags(argv: string[]): Partial<Record<Setting, string>> {
   ) as Record<Setting, { type: "string" }>;
   try {
     // --reuse-port is a switch; as a value setting it reads like its environment variable.
-    const args = argv.map((arg) => (arg === "--reuse-port" ? "--reuse-port=1" : arg));
+    // So are --console and --no-console.
+    const switches: Record<string, string> = { "--reuse-port": "--reuse-port=1", "--console": "--console=on", "--no-console": "--console=off" };
+    const args = argv.map((arg) => switches[arg] ?? arg);
     const { values } = parseArgs({ args, options, strict: true, allowPositionals: false });
     return values;
   } catch (error) {
@@ -508,7 +515,7 @@ export function loadConfig(argv: string[], env: Env, { generateMissing = true } 
   const portValue = pick("port", flags, env);
   const port = portValue === undefined ? DEFAULTS.port : parsePort(portValue, describe("port"));
   const webhookPath = pick("webhook-path", flags, env) ?? DEFAULTS.webhookPath;
-  if (!/^\/[A-Za-z0-9._~\-/]*$/.test(webhookPath) || /^\/(events|healthz|readyz|metrics)(\/|$)/.test(webhookPath)) {
+  if (!/^\/[A-Za-z0-9._~\-/]*$/.test(webhookPath) || /^\/(events|healthz|readyz|metrics|console)(\/|$)/.test(webhookPath)) {
     throw new ConfigError(`${describe("webhook-path")}: "${webhookPath}" is not a free absolute path`);
   }
   const { dataDir, databasePath } = resolvePaths(flags, env);
@@ -587,6 +594,11 @@ export function loadConfig(argv: string[], env: Env, { generateMissing = true } 
   const streamLimitValue = pick("stream-limit", flags, env);
   const streamLimit = streamLimitValue === undefined ? DEFAULTS.streamLimit : /^\d{1,6}$/.test(streamLimitValue) ? Number(streamLimitValue) : NaN;
   if (!(streamLimit >= 0)) throw new ConfigError(`${describe("stream-limit")}: "${streamLimitValue}" is not a whole number of streams`);
+  const consoleValue = pick("console", flags, env) ?? "on";
+  if (!/^(on|off|1|0|true|false|yes|no)$/i.test(consoleValue)) {
+    throw new ConfigError(`--console, --no-console / ${VALUE_SETTINGS.console}: "${consoleValue}" is not one of on, off, 1, 0, true, false, yes, no`);
+  }
+  const consoleOn = /^(on|1|true|yes)$/i.test(consoleValue);
   const checkpoints = pick("checkpoints", flags, env) ?? "receiver";
   if (checkpoints !== "receiver" && checkpoints !== "litestream") {
     throw new ConfigError(`${describe("checkpoints")}: "${checkpoints}" is not receiver or litestream`);
@@ -594,6 +606,7 @@ export function loadConfig(argv: string[], env: Env, { generateMissing = true } 
   return {
     config: {
       host, port, webhookPath, dataDir, databasePath, secrets, queryToken, bodyLimit, rejectionLimit, reusePort, forwarding, streamLimit,
+      console: consoleOn,
       reconcile: scheduledReconcile(flags, env),
       checkpoints,
     },

@@ -170,6 +170,8 @@ describe("the executable", () => {
     const help = run(["--help"]);
     expect(help.status).toBe(0);
     expect(help.stdout).toContain("ICR_RECEIVER_SECRETS_FILE");
+    expect(help.stdout).toContain("--no-console");
+    expect(help.stdout).toContain("ICR_RECEIVER_CONSOLE=off");
     const version = run(["--version"]);
     expect(version.status).toBe(0);
     expect(version.stdout.trim()).toMatch(/^\d+\.\d+\.\d+$/);
@@ -264,5 +266,31 @@ describe("forwarding", () => {
     }
     expect(() => loadConfig(["--forward-url", "http://x/", "--forwards-file", "f"], base(dataDir))).toThrow("give one of them, not both");
     expect(() => loadConfig(["--forward-secret", whsec], base(dataDir))).toThrow("never taken on the command line");
+  });
+});
+
+describe("the console switch", () => {
+  const load = (argv: string[], env: Record<string, string> = {}) => {
+    const { dataDir } = dirs();
+    return loadConfig(argv, { ICR_RECEIVER_DATA_DIR: dataDir, ...env }).config;
+  };
+
+  test("is on by default; --no-console and ICR_RECEIVER_CONSOLE=off turn it off, a flag over the environment", () => {
+    expect(load([]).console).toBe(true);
+    expect(load(["--no-console"]).console).toBe(false);
+    expect(load([], { ICR_RECEIVER_CONSOLE: "off" }).console).toBe(false);
+    expect(load([], { ICR_RECEIVER_CONSOLE: "0" }).console).toBe(false);
+    expect(load(["--console"], { ICR_RECEIVER_CONSOLE: "off" }).console).toBe(true);
+    expect(load(["--no-console"], { ICR_RECEIVER_CONSOLE: "on" }).console).toBe(false);
+  });
+
+  test("any other value is an error naming the setting", () => {
+    expect(() => load([], { ICR_RECEIVER_CONSOLE: "maybe" })).toThrow(ConfigError);
+    expect(() => load([], { ICR_RECEIVER_CONSOLE: "maybe" })).toThrow(/ICR_RECEIVER_CONSOLE: "maybe" is not one of on, off/);
+  });
+
+  test("the webhook path cannot take the console's", () => {
+    expect(() => load(["--webhook-path", "/console"])).toThrow(/is not a free absolute path/);
+    expect(() => load(["--webhook-path", "/console/x"])).toThrow(/is not a free absolute path/);
   });
 });

@@ -45,6 +45,7 @@ export function testConfig(dataDir: string, overrides: Partial<Config> = {}): Co
     reusePort: false,
     forwarding: null,
     streamLimit: 100,
+    console: true,
     ...overrides,
   };
 }
