@@ -3,7 +3,7 @@
 import { Elysia } from "elysia";
 import pkg from "../package.json";
 import type { Config } from "./config.ts";
-import { openEventLog, type EventLog } from "./log/event-log.ts";
+import { openEventLog, openLogInspection, type EventLog } from "./log/event-log.ts";
 import { startForwarding, type Forwarding } from "./forward/forwarding.ts";
 import { openForwardProgress, type ForwardProgress } from "./forward/progress.ts";
 import { errorHandling } from "./http/errors.ts";
@@ -13,7 +13,10 @@ import { streamApi } from "./http/stream.ts";
 import { eventsApi } from "./http/events.ts";
 import { health } from "./http/health.ts";
 import { metricsEndpoint, ReceiverMetrics } from "./http/metrics.ts";
+import { RejectionLimiter } from "./http/rejection-limit.ts";
 import { webhook, type DeliveryOutcome } from "./http/webhook.ts";
+import { operatorConsole } from "./console/console.ts";
+import type { Sessions } from "./console/sessions.ts";
 import { silentLogger, type Logger } from "./logger.ts";
 import { startReconcileSchedule, type ScheduleOptions } from "./reconcile/schedule.ts";
 
@@ -35,6 +38,8 @@ export interface AppOptions {
    * stated here so that it is a decision; tests lower it.
    */
   idleTimeoutSeconds?: number;
+  /** The console's sessions; tests give their own, with a clock they control. */
+  consoleSessions?: Sessions;
 }
 
 /**
@@ -52,6 +57,7 @@ export function createApp(
     streamHeartbeatMs,
     streamBufferBytes,
     idleTimeoutSeconds = 10,
+    consoleSessions,
   }: AppOptions = {},
 ) {
   const streams = streamApi({
@@ -64,6 +70,30 @@ export function createApp(
     onOpenStreams: (open) => (metrics.openStreams = open),
   });
   const pathOf = (request: Request) => new URL(request.url).pathname;
+  // One allowance per address for every refusal: forged deliveries and wrong console logins alike.
+  const limiter = new RejectionLimiter(config.rejectionLimit);
+  const consoleUi = config.console
+    ? operatorConsole({
+        queryToken: config.queryToken,
+        events: log,
+        consumers: log.consumers,
+        inspection: () => openLogInspection(log.path),
+        limiter,
+        openStream: streams.open,
+        forwardProgress,
+        health: {
+          databasePath: log.path,
+          version: pkg.version,
+          startedAt: metrics.startedAt,
+          writable: () => log.writable(),
+          commitFailing: () => log.commitFailing,
+          openStreams: () => metrics.openStreams,
+          perMinute: metrics.perMinute,
+        },
+        sessions: consoleSessions,
+        logger,
+      })
+    : undefined;
 
   // One log line and one count per delivery; never its body, never a secret (only its label).
   const onOutcome = (outcome: DeliveryOutcome, remoteAddress: string | null, seconds: number) => {
@@ -109,7 +139,7 @@ export function createApp(
         path: config.webhookPath,
         secrets: config.secrets,
         bodyLimit: config.bodyLimit,
-        rejectionLimit: config.rejectionLimit,
+        limiter,
         log,
         onOutcome,
       }),
@@ -137,12 +167,14 @@ export function createApp(
       }),
     );
   if (forwardProgress !== undefined) app.use(forwardApi({ progress: forwardProgress, queryToken: config.queryToken }));
+  if (consoleUi !== undefined) app.use(consoleUi.plugin);
   return {
     app,
     async close() {
       // Streams never end by themselves: end them, so that stopping waits only for real requests.
       streams.closeAll();
       await app.stop();
+      consoleUi?.close();
     },
   };
 }

@@ -3,3 +3,9 @@ declare module "*.sql" {
   const text: string;
   export default text;
 }
+
+// The console's stylesheet, likewise embedded (`with { type: "text" }`).
+declare module "*.css" {
+  const text: string;
+  export default text;
+}

@@ -1,0 +1,340 @@
+// The operator's console at /console: server-rendered pages over the event log, behind a login
+// with the query token. The session is a random id in an HttpOnly, SameSite=Strict cookie held in
+// memory; every state-changing form carries the session's CSRF token and must come from the
+// console's own origin. Wrong tokens count toward the webhook's per-address refusal limit.
+import type { Server } from "bun";
+import { statfsSync, statSync } from "node:fs";
+import { dirname } from "node:path";
+import { Elysia, t } from "elysia";
+import { ReplayChoiceError, UnknownDestination, type ForwardProgress, type ReplaySelection } from "../forward/progress.ts";
+import type { MinuteSeries } from "../http/activity.ts";
+import type { RejectionLimiter } from "../http/rejection-limit.ts";
+import { FILTER_PARAMETERS, FilterError, parseEventFilter, type Consumers, type EventReader, type FilterValues, type LogInspection } from "../log/event-log.ts";
+import type { Logger } from "../logger.ts";
+import script from "./assets/console.js" with { type: "text" };
+import stylesheet from "./assets/console.css" with { type: "text" };
+import { BASE, errorPage, eventPage, eventsPage, forwardingPage, healthPage, layout, loginPage, refusedPage, type FilterForm, type HealthFacts, type Section } from "./pages.ts";
+import { html } from "./html.ts";
+import { sameSecret, Sessions, type Session } from "./sessions.ts";
+
+export const SESSION_COOKIE = "icr_console";
+
+/**
+ * Sent with every console response, errors and redirects included. Nothing inline: scripts and
+ * styles come from the console's own paths; the chart is SVG markup; the live list reads the
+ * event stream on the same origin.
+ */
+export const SECURITY_HEADERS: Record<string, string> = {
+  "content-security-policy":
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+  "x-content-type-options": "nosniff",
+  "referrer-policy": "no-referrer",
+  "cache-control": "no-store",
+};
+
+export interface ConsoleOptions {
+  queryToken: string;
+  events: EventReader;
+  consumers: Consumers;
+  /** The rejection ring and row counts, opened on first use. */
+  inspection: () => LogInspection;
+  /** Shared with the webhook: a wrong token is a refusal like a forged delivery. */
+  limiter: RejectionLimiter;
+  /** Opens an event stream for an authenticated request (the query API's hub). */
+  openStream: (request: Request, server: Server<unknown> | null, options: { named: boolean }) => Response;
+  forwardProgress?: ForwardProgress;
+  health: {
+    databasePath: string;
+    version: string;
+    /** Unix seconds. */
+    startedAt: number;
+    writable: () => boolean;
+    commitFailing: () => boolean;
+    openStreams: () => number;
+    perMinute: MinuteSeries;
+  };
+  sessions?: Sessions;
+  logger: Logger;
+}
+
+const LOOPBACK = /^(127\.|::1$|::ffff:127\.)/;
+
+/** The peer's address; behind a reverse proxy on the same machine, that proxy's (loopback). */
+const peerOf = (request: Request, server: Server<unknown> | null) => server?.requestIP(request)?.address ?? "unknown";
+
+/**
+ * Whether the browser reached the console over HTTPS: the request's own scheme, or a reverse
+ * proxy on this machine (a loopback peer) saying so in X-Forwarded-Proto. The header is believed
+ * from loopback only: anyone else could send it.
+ */
+function overHttps(request: Request, peer: string): boolean {
+  if (new URL(request.url).protocol === "https:") return true;
+  return LOOPBACK.test(peer) && request.headers.get("x-forwarded-proto")?.split(",")[0]?.trim().toLowerCase() === "https";
+}
+
+/**
+ * A state-changing request must come from the console's own pages: a browser says where it comes
+ * from in Sec-Fetch-Site and Origin. Origin is compared with the Host the browser used (or, from a
+ * proxy on this machine, X-Forwarded-Host). Clients that send neither (curl) are not browsers
+ * with someone else's cookie, and still need the CSRF token.
+ */
+function sameOrigin(request: Request, peer: string): boolean {
+  const site = request.headers.get("sec-fetch-site");
+  if (site !== null && site !== "same-origin" && site !== "none") return false;
+  const origin = request.headers.get("origin");
+  if (origin === null) return true;
+  let host: string;
+  try {
+    host = new URL(origin).host;
+  } catch {
+    return false;
+  }
+  const forwardedHost = LOOPBACK.test(peer) ? request.headers.get("x-forwarded-host")?.split(",")[0]?.trim() : undefined;
+  return host === (forwardedHost ?? request.headers.get("host"));
+}
+
+function cookieValue(request: Request, name: string): string | undefined {
+  for (const part of (request.headers.get("cookie") ?? "").split(";")) {
+    const [key, ...value] = part.trim().split("=");
+    if (key === name) return value.join("=");
+  }
+  return undefined;
+}
+
+const htmlResponse = (body: string, status = 200, headers: Record<string, string> = {}) =>
+  new Response(body, { status, headers: { "content-type": "text/html; charset=utf-8", ...headers } });
+const redirect = (location: string, headers: Record<string, string> = {}) => new Response(null, { status: 303, headers: { location, ...headers } });
+
+/** The filter fields the form sent: empty ones are not filters, unknown ones are ignored. */
+function filterValues(url: URL): { values: FilterValues; form: FilterForm; query: URLSearchParams } {
+  const values: FilterValues = {};
+  const query = new URLSearchParams();
+  for (const name of FILTER_PARAMETERS) {
+    const value = url.searchParams.get(name);
+    if (value === null || value === "") continue;
+    values[name] = value;
+    if (name !== "after") query.set(name, value);
+  }
+  const { event, organization, installation, since, until, parsed } = values;
+  return { values, form: { event, organization, installation, since, until, parsed }, query };
+}
+
+function freeDisk(path: string): number | null {
+  try {
+    const fs = statfsSync(dirname(path));
+    return fs.bavail * fs.bsize;
+  } catch {
+    return null;
+  }
+}
+
+const fileSize = (path: string) => statSync(path, { throwIfNoEntry: false })?.size ?? 0;
+
+export function operatorConsole(options: ConsoleOptions) {
+  const { queryToken, events, consumers, limiter, forwardProgress, health, logger } = options;
+  const sessions = options.sessions ?? new Sessions();
+  let inspection: LogInspection | undefined;
+  const inspect = () => (inspection ??= options.inspection());
+
+  const cookie = (value: string, request: Request, peer: string, maxAgeSeconds?: number) =>
+    [
+      `${SESSION_COOKIE}=${value}`,
+      "HttpOnly",
+      "SameSite=Strict",
+      `Path=${BASE}`,
+      ...(maxAgeSeconds === undefined ? [] : [`Max-Age=${maxAgeSeconds}`]),
+      ...(overHttps(request, peer) ? ["Secure"] : []),
+    ].join("; ");
+
+  const sessionOf = (request: Request) => sessions.use(cookieValue(request, SESSION_COOKIE));
+
+  /** A page for a logged-in operator, or the way to the login form. */
+  const page =
+    (render: (context: { request: Request; url: URL; session: Session; server: Server<unknown> | null; params: Record<string, string> }) => Response) =>
+    ({ request, server, params }: { request: Request; server: Server<unknown> | null; params?: Record<string, string> }) => {
+      const session = sessionOf(request);
+      if (session === null) return redirect(`${BASE}/login`);
+      return render({ request, url: new URL(request.url), session, server, params: params ?? {} });
+    };
+
+  /** A state-changing form's post: a session, its CSRF token and the console's own origin. */
+  const action =
+    <B extends { csrf?: string }>(perform: (context: { body: B; session: Session; params: Record<string, string> }) => Response) =>
+    ({ request, server, body, params }: { request: Request; server: Server<unknown> | null; body: B | null | undefined; params?: Record<string, string> }) => {
+      const session = sessionOf(request);
+      if (session === null) return htmlResponse(errorPage(401, "Your session has ended: log in again."), 401);
+      if (!body || !sameOrigin(request, peerOf(request, server)) || !sameSecret(body.csrf ?? "", session.csrfToken)) {
+        logger("warn", "console request refused", { path: new URL(request.url).pathname, reason: "csrf" });
+        return htmlResponse(errorPage(403, "This form did not come from this console (a missing or wrong CSRF token, or another origin). Reload the page and try again."), 403);
+      }
+      return perform({ body, session, params: params ?? {} });
+    };
+
+  const render = (section: Section, title: string, session: Session, body: Parameters<typeof layout>[0]["body"], status = 200) =>
+    htmlResponse(layout({ title, section, csrfToken: session.csrfToken, body }), status);
+
+  const replay = (selection: ReplaySelection, destination: string | undefined): number | Response => {
+    if (forwardProgress === undefined) return htmlResponse(errorPage(404, "Forwarding is off: no destination is configured."), 404);
+    try {
+      return forwardProgress.replay(selection, destination);
+    } catch (error) {
+      if (error instanceof UnknownDestination) return htmlResponse(errorPage(404, error.message), 404);
+      if (error instanceof ReplayChoiceError) return htmlResponse(errorPage(400, "Nothing to replay was named."), 400);
+      throw error;
+    }
+  };
+
+  // Optional: a form with no field at all is refused below for its missing CSRF token.
+  const ReplayForm = t.Object({ csrf: t.Optional(t.String()), destination: t.Optional(t.String({ minLength: 1 })), id: t.Optional(t.Numeric({ minimum: 1 })) });
+
+  const plugin = new Elysia({ name: "console", prefix: BASE })
+    .mapResponse(({ set }) => {
+      Object.assign(set.headers, SECURITY_HEADERS);
+    })
+    .get("", () => redirect(`${BASE}/events`))
+    .get("/", () => redirect(`${BASE}/events`))
+    .get("/assets/console.css", () => new Response(stylesheet, { headers: { "content-type": "text/css; charset=utf-8" } }))
+    .get("/assets/console.js", () => new Response(script, { headers: { "content-type": "text/javascript; charset=utf-8" } }))
+    .get("/login", ({ request }) => (sessionOf(request) === null ? htmlResponse(loginPage()) : redirect(`${BASE}/events`)))
+    .post(
+      "/login",
+      ({ request, server, body }) => {
+        const peer = peerOf(request, server);
+        const tooMany = () =>
+          htmlResponse(loginPage({ error: "too many refused attempts from this address; wait a minute." }), 429, { "retry-after": String(limiter.retryAfter(peer)) });
+        if (!sameOrigin(request, peer)) return htmlResponse(errorPage(403, "This login form did not come from this console."), 403);
+        // Over the limit, even the right token is not tried: the answer must not tell.
+        if (limiter.exhausted(peer)) return tooMany();
+        if (!sameSecret(body?.token ?? "", queryToken)) {
+          logger("warn", "console login refused", { remoteAddress: peer });
+          if (!limiter.allow(peer)) return tooMany();
+          return htmlResponse(loginPage({ error: "that is not the query token." }), 401);
+        }
+        const session = sessions.start();
+        logger("info", "console login", { remoteAddress: peer });
+        return redirect(`${BASE}/events`, { "set-cookie": cookie(session.id, request, peer) });
+      },
+      { body: t.Optional(t.Object({ token: t.Optional(t.String()) })) },
+    )
+    .post(
+      "/logout",
+      ({ request, server, body }) => {
+        const peer = peerOf(request, server);
+        const session = sessionOf(request);
+        if (session !== null) {
+          if (!sameOrigin(request, peer) || !sameSecret(body?.csrf ?? "", session.csrfToken)) return htmlResponse(errorPage(403, "This form did not come from this console."), 403);
+          sessions.end(session.id);
+        }
+        return redirect(`${BASE}/login`, { "set-cookie": cookie("", request, peer, 0) });
+      },
+      { body: t.Optional(t.Object({ csrf: t.Optional(t.String()) })) },
+    )
+    .get(
+      "/events",
+      page(({ url, session }) => {
+        const { values, form, query } = filterValues(url);
+        // Read before the page, so that an event committed in between comes over the stream
+        // (the page's script drops one it already shows).
+        const newest = events.list({ order: "desc", limit: 1 }).events[0]?.id ?? 0;
+        let filter;
+        try {
+          filter = parseEventFilter({ ...values, order: "desc" });
+        } catch (error) {
+          if (!(error instanceof FilterError)) throw error;
+          return render("events", "Events", session, eventsPage({ events: [], filters: form, query, next: null, liveAfter: null, error: error.message }), 400);
+        }
+        const listed = events.list(filter);
+        const first = values.after === undefined;
+        return render("events", "Events", session, eventsPage({ events: listed.events, filters: form, query, next: listed.next, liveAfter: first ? newest : null }));
+      }),
+    )
+    .get("/events/stream", ({ request, server }) => {
+      if (sessionOf(request) === null) return htmlResponse(errorPage(401, "Log in first."), 401);
+      return options.openStream(request, server, { named: false });
+    })
+    .get(
+      "/events/:id",
+      page(({ url, session, params }) => {
+        const id = /^[1-9][0-9]{0,15}$/.test(params.id ?? "") ? Number(params.id) : null;
+        const event = id === null ? null : events.get(id);
+        if (event === null) return render("events", "No such event", session, errorBody(`There is no event ${params.id}.`), 404);
+        const replayed = url.searchParams.get("replayed");
+        return render(
+          "events",
+          `Event ${event.id}`,
+          session,
+          eventPage({ event, forwarding: forwardProgress?.ofEvent(event.id) ?? null, csrfToken: session.csrfToken, replayed: replayed === null ? null : Number(replayed) || 0 }),
+        );
+      }),
+    )
+    .post(
+      "/events/:id/replay",
+      action<typeof ReplayForm.static>(({ body, params }) => {
+        const id = Number(params.id);
+        if (!Number.isSafeInteger(id) || id < 1 || events.get(id) === null) return htmlResponse(errorPage(404, `There is no event ${params.id}.`), 404);
+        const asked = replay({ id }, body.destination);
+        if (asked instanceof Response) return asked;
+        return redirect(`${BASE}/events/${id}?replayed=${asked}`);
+      }),
+      { body: t.Optional(ReplayForm) },
+    )
+    .get(
+      "/refused",
+      page(({ url, session }) => {
+        const before = url.searchParams.get("before");
+        const beforeSeq = before !== null && /^[1-9][0-9]{0,15}$/.test(before) ? Number(before) : undefined;
+        return render("refused", "Refused deliveries", session, refusedPage(inspect().rejections({ limit: 50, before: beforeSeq })));
+      }),
+    )
+    .get(
+      "/forwarding",
+      page(({ url, session }) => {
+        const replayed = url.searchParams.get("replayed");
+        return render(
+          "forwarding",
+          "Forwarding",
+          session,
+          forwardingPage({
+            destinations: forwardProgress?.status() ?? null,
+            deadLetters: forwardProgress?.deadLetters() ?? [],
+            consumers: consumers.list(),
+            csrfToken: session.csrfToken,
+            replayed: replayed === null ? null : Number(replayed) || 0,
+          }),
+        );
+      }),
+    )
+    .post(
+      "/forwarding/replay",
+      action<typeof ReplayForm.static>(({ body }) => {
+        const asked = replay(body.id === undefined ? { dead: true } : { id: body.id }, body.destination);
+        if (asked instanceof Response) return asked;
+        return redirect(`${BASE}/forwarding?replayed=${asked}`);
+      }),
+      { body: t.Optional(ReplayForm) },
+    )
+    .get(
+      "/health",
+      page(({ session }) => {
+        const ready = health.writable();
+        const facts: HealthFacts = {
+          ready,
+          notReadyBecause: ready ? null : health.commitFailing() ? "the last commit failed (a full disk, or a lock held too long)." : "the log's write lock is held by another process (a sqlite3 shell, a migration?).",
+          version: health.version,
+          uptimeSeconds: Date.now() / 1000 - health.startedAt,
+          startedAt: new Date(health.startedAt * 1000).toISOString(),
+          rows: inspect().rows(),
+          databaseBytes: fileSize(health.databasePath),
+          walBytes: fileSize(`${health.databasePath}-wal`),
+          freeDiskBytes: freeDisk(health.databasePath),
+          openStreams: health.openStreams(),
+          minutes: health.perMinute.last(),
+        };
+        return render("health", "Health", session, healthPage(facts));
+      }),
+    )
+    .all("/*", ({ request }) => htmlResponse(errorPage(404, `Nothing at ${new URL(request.url).pathname}.`), 404));
+  return { plugin, close: () => inspection?.close() };
+}
+
+const errorBody = (message: string) => html`<p class="notice error" role="alert">${message}</p>`;

@@ -1,0 +1,302 @@
+// The operator's console over HTTP, on a real listening receiver: login, the session cookie,
+// CSRF, expiry, the security headers on every answer, and that the token never comes back out.
+import { afterEach, describe, expect, test } from "bun:test";
+import { SECURITY_HEADERS } from "../src/console/console.ts";
+import { Sessions } from "../src/console/sessions.ts";
+import { jsonLogger } from "../src/logger.ts";
+import { form, login, session, sessionCookie } from "./support/console.ts";
+import { QUERY_TOKEN, signedDelivery, startServer, type TestServer } from "./support/server.ts";
+import { until } from "./support/until.ts";
+import { FIXTURE_SECRET } from "./support/fixtures.ts";
+import { signDelivery } from "../src/verify/sign-delivery.ts";
+
+let server: TestServer | undefined;
+afterEach(async () => {
+  await server?.stop();
+  server = undefined;
+});
+
+const get = (path: string, cookie?: string, headers: Record<string, string> = {}) =>
+  fetch(server!.url + path, { redirect: "manual", headers: { ...(cookie && { cookie }), ...headers } });
+const post = (path: string, fields: Record<string, string>, cookie?: string, headers: Record<string, string> = {}) => {
+  const request = form(fields);
+  return fetch(server!.url + path, { ...request, headers: { ...request.headers, ...(cookie && { cookie }), ...headers } });
+};
+
+function expectSecurityHeaders(response: Response, what: string) {
+  for (const [name, value] of Object.entries(SECURITY_HEADERS)) expect(`${what}: ${name}: ${response.headers.get(name)}`).toBe(`${what}: ${name}: ${value}`);
+}
+
+describe("login", () => {
+  test("the right token starts a session: a random id in an HttpOnly, SameSite=Strict cookie on /console, never the token", async () => {
+    server = await startServer();
+    const response = await login(server.url);
+    expect(response.status).toBe(303);
+    expect(response.headers.get("location")).toBe("/console/events");
+    const setCookie = response.headers.get("set-cookie")!;
+    expect(setCookie).toMatch(/^icr_console=[A-Za-z0-9_-]{43}; HttpOnly; SameSite=Strict; Path=\/console$/);
+    expect(setCookie).not.toContain(QUERY_TOKEN);
+    const cookie = sessionCookie(response)!;
+    const events = await get("/console/events", cookie);
+    expect(events.status).toBe(200);
+    expect(await events.text()).toContain("<h1>Events</h1>");
+    // Another login is another session.
+    expect(sessionCookie(await login(server.url))).not.toBe(cookie);
+  });
+
+  test("Secure when a reverse proxy on this machine says the browser came over HTTPS, and only then", async () => {
+    server = await startServer();
+    expect((await login(server.url, QUERY_TOKEN, { "x-forwarded-proto": "https" })).headers.get("set-cookie")).toEndWith("; Secure");
+    expect((await login(server.url, QUERY_TOKEN, { "x-forwarded-proto": "http" })).headers.get("set-cookie")).not.toContain("Secure");
+  });
+
+  test("a wrong token: 401, the form again, no cookie; no page without a session", async () => {
+    server = await startServer();
+    for (const token of ["wrong", "", QUERY_TOKEN + "x", QUERY_TOKEN.slice(0, -1)]) {
+      const response = await login(server.url, token);
+      expect(response.status).toBe(401);
+      expect(response.headers.get("set-cookie")).toBeNull();
+      expect(await response.text()).toContain("that is not the query token");
+    }
+    for (const path of ["/console/events", "/console/events/1", "/console/refused", "/console/forwarding", "/console/health"]) {
+      const response = await get(path);
+      expect(response.status).toBe(303);
+      expect(response.headers.get("location")).toBe("/console/login");
+    }
+    expect((await get("/console/events", "icr_console=made-up")).status).toBe(303);
+    expect((await get("/console/events/stream")).status).toBe(401);
+    // The query token is for the API, not a console session.
+    expect((await get("/console/events", undefined, { authorization: `Bearer ${QUERY_TOKEN}` })).status).toBe(303);
+  });
+
+  test("wrong tokens count toward the per-address refusal limit, with forged deliveries: past it, 429 even for the right token", async () => {
+    server = await startServer({ rejectionLimit: 3 });
+    const statuses = [];
+    for (let i = 0; i < 2; i++) statuses.push((await login(server.url, "wrong")).status);
+    const forged = signedDelivery({}, { secret: "forger" });
+    statuses.push((await server.post(forged.body, forged.headers)).status);
+    const limited = await login(server.url, "wrong");
+    statuses.push(limited.status);
+    expect(statuses).toEqual([401, 401, 403, 429]);
+    expect(Number(limited.headers.get("retry-after"))).toBeGreaterThan(0);
+    expectSecurityHeaders(limited, "429");
+    const right = await login(server.url);
+    expect(right.status).toBe(429);
+    expect(right.headers.get("set-cookie")).toBeNull();
+    expect((await server.post(forged.body, forged.headers)).status).toBe(429);
+  });
+});
+
+describe("security headers", () => {
+  test("on every console answer: pages, redirects, errors, assets, the login form", async () => {
+    server = await startServer();
+    const { cookie } = await session(server.url);
+    const paths = ["/console", "/console/login", "/console/events", "/console/events?since=nonsense", "/console/events/1", "/console/events/999", "/console/refused", "/console/forwarding", "/console/health", "/console/nothing", "/console/assets/console.css", "/console/assets/console.js"];
+    for (const path of paths) expectSecurityHeaders(await get(path, cookie), path);
+    for (const path of ["/console/events", "/console/login"]) expectSecurityHeaders(await get(path), `${path} (anonymous)`);
+    expectSecurityHeaders(await login(server.url, "wrong"), "wrong login");
+    expectSecurityHeaders(await post("/console/logout", {}, cookie), "logout without CSRF");
+    // Not the rest of the receiver's routes.
+    expect((await server.query("/events")).headers.get("content-security-policy")).toBeNull();
+  });
+
+  test("no inline script or style on any page (the CSP would block it): only the console's own files", async () => {
+    server = await startServer();
+    const { cookie } = await session(server.url);
+    for (const path of ["/console/login", "/console/events", "/console/refused", "/console/forwarding", "/console/health"]) {
+      const page = await (await get(path, cookie)).text();
+      expect(page).not.toMatch(/<script(?![^>]*\bsrc="\/console\/assets\/console\.js")/);
+      expect(page).not.toMatch(/<style|\sstyle=|\son[a-z]+=/i);
+      expect(page).not.toMatch(/(src|href)="(https?:)?\/\//);
+    }
+    const css = await get("/console/assets/console.css");
+    expect(css.headers.get("content-type")).toStartWith("text/css");
+    expect(await css.text()).not.toMatch(/url\(|@import|@font-face/);
+  });
+});
+
+describe("CSRF and logout", () => {
+  test("logout needs the session's CSRF token and the console's origin; then the session is over", async () => {
+    server = await startServer();
+    const { cookie, csrf } = await session(server.url);
+    expect((await post("/console/logout", {}, cookie)).status).toBe(403);
+    expect((await post("/console/logout", { csrf: "x".repeat(csrf.length) }, cookie)).status).toBe(403);
+    expect((await post("/console/logout", { csrf }, cookie, { origin: "https://elsewhere.example" })).status).toBe(403);
+    expect((await post("/console/logout", { csrf }, cookie, { "sec-fetch-site": "cross-site" })).status).toBe(403);
+    // Another session's token is not this one's.
+    const other = await session(server.url);
+    expect((await post("/console/logout", { csrf: other.csrf }, cookie)).status).toBe(403);
+    expect((await get("/console/events", cookie)).status).toBe(200);
+
+    const out = await post("/console/logout", { csrf }, cookie, { origin: server.url, "sec-fetch-site": "same-origin" });
+    expect(out.status).toBe(303);
+    expect(out.headers.get("location")).toBe("/console/login");
+    expect(out.headers.get("set-cookie")).toMatch(/^icr_console=; HttpOnly; SameSite=Strict; Path=\/console; Max-Age=0/);
+    expect((await get("/console/events", cookie)).status).toBe(303);
+    expect((await get("/console/events", other.cookie)).status).toBe(200);
+  });
+
+  test("a cross-origin login post is refused", async () => {
+    server = await startServer();
+    expect((await login(server.url, QUERY_TOKEN, { origin: "https://elsewhere.example" })).status).toBe(403);
+  });
+
+  test("a replay needs the CSRF token too (and forwarding, to mean anything)", async () => {
+    server = await startServer();
+    const { cookie, csrf } = await session(server.url);
+    const d = signedDelivery();
+    const { id } = (await (await server.post(d.body, d.headers)).json()) as { id: number };
+    expect((await post(`/console/events/${id}/replay`, {}, cookie)).status).toBe(403);
+    expect((await post(`/console/events/${id}/replay`, { csrf })).status).toBe(401);
+    expect((await post(`/console/events/${id}/replay`, { csrf }, cookie)).status).toBe(404);
+    expect((await post("/console/forwarding/replay", { csrf: "nope" }, cookie)).status).toBe(403);
+  });
+});
+
+describe("expiry", () => {
+  test("idle and absolute limits end a session; the number of sessions is bounded", async () => {
+    let now = 1_000_000;
+    const sessions = new Sessions({ idleMs: 30 * 60_000, absoluteMs: 12 * 3_600_000, maxSessions: 3 }, () => now);
+    server = await startServer({}, { consoleSessions: sessions });
+    const idle = sessionCookie(await login(server.url))!;
+    now += 29 * 60_000;
+    expect((await get("/console/events", idle)).status).toBe(200);
+    now += 29 * 60_000; // used 29 minutes ago: still fine
+    expect((await get("/console/events", idle)).status).toBe(200);
+    now += 30 * 60_000;
+    expect((await get("/console/events", idle)).status).toBe(303);
+
+    const busy = sessionCookie(await login(server.url))!;
+    // Used every 20 minutes: never idle, but over after 12 hours all the same.
+    for (let step = 1; step < 36; step++) {
+      now += 20 * 60_000;
+      expect((await get("/console/health", busy)).status).toBe(200);
+    }
+    now += 20 * 60_000;
+    expect((await get("/console/health", busy)).status).toBe(303);
+
+    const first = sessionCookie(await login(server.url))!;
+    for (let i = 0; i < 3; i++) await login(server.url);
+    expect(sessions.size).toBe(3);
+    expect((await get("/console/events", first)).status).toBe(303);
+  });
+});
+
+describe("pages", () => {
+  test("events: newest first, the filters of GET /events, keyset pages; a bad filter is named", async () => {
+    server = await startServer();
+    const { cookie } = await session(server.url);
+    for (let i = 0; i < 3; i++) {
+      const d = signedDelivery({ installation: { id: `inst-${i}`, organization: { id: i === 1 ? "org-b" : "org-a" } } });
+      expect((await server.post(d.body, d.headers)).status).toBe(202);
+    }
+    const ids = (text: string) => [...text.matchAll(/<a href="\/console\/events\/(\d+)">/g)].map((m) => Number(m[1]));
+    expect(ids(await (await get("/console/events", cookie)).text())).toEqual([3, 2, 1]);
+    expect(ids(await (await get("/console/events?organization=org-a&event=&since=", cookie)).text())).toEqual([3, 1]);
+    const first = await (await get("/console/events?limit=2", cookie)).text();
+    expect(ids(first)).toEqual([3, 2]);
+    expect(first).toContain('href="/console/events?limit=2&amp;after=2"');
+    expect(first).toContain('data-stream="/console/events/stream?limit=2&amp;after=3"');
+    const second = await (await get("/console/events?limit=2&after=2", cookie)).text();
+    expect(ids(second)).toEqual([1]);
+    expect(second).not.toContain("data-stream");
+    const bad = await get("/console/events?since=yesterday", cookie);
+    expect(bad.status).toBe(400);
+    expect(await bad.text()).toContain("since: must be an ISO-8601 time");
+  });
+
+  test("an event: payload laid out exactly, every delivery with its headers (credentials redacted), escaped", async () => {
+    server = await startServer();
+    const { cookie } = await session(server.url);
+    // Written as text: a number too large for a double must come out as it was signed.
+    const payloadText = '{"event":"installed","installation":{"id":"i-1"},"sender":{"fullName":"<img src=x onerror=alert(1)>","big":12345678901234567890,"empty":{}}}';
+    const d = signDelivery(payloadText, FIXTURE_SECRET);
+    const headers = { ...d.headers, "x-note": '<script>alert("h")</script>', authorization: `Bearer ${QUERY_TOKEN}` };
+    const { id } = (await (await server.post(d.body, headers)).json()) as { id: number };
+    await server.post(d.body, d.headers); // a repeat: a second delivery
+    const page = await (await get(`/console/events/${id}`, cookie)).text();
+    expect(page).toContain("&lt;img src=x onerror=alert(1)&gt;");
+    expect(page).toContain("&lt;script&gt;alert(&quot;h&quot;)&lt;/script&gt;");
+    expect(page).not.toContain("<img src=x");
+    expect(page).not.toContain('<script>alert("h")');
+    expect(page).toContain("12345678901234567890");
+    expect(page).toContain('{\n  &quot;event&quot;: &quot;installed&quot;,\n  &quot;installation&quot;: {\n    &quot;id&quot;: &quot;i-1&quot;\n  },');
+    expect(page).toContain("&quot;empty&quot;: {}");
+    expect(page).toContain("Delivery 2 (a repeat)");
+    expect(page).toContain("[redacted]");
+    expect(page).not.toContain(QUERY_TOKEN);
+    expect(page).toContain("Forwarding is off");
+    expect((await get("/console/events/99", cookie)).status).toBe(404);
+    expect((await get("/console/events/abc", cookie)).status).toBe(404);
+  });
+
+  test("refused deliveries, health (with the chart) and forwarding (off) render", async () => {
+    server = await startServer();
+    const { cookie } = await session(server.url);
+    const forged = signedDelivery({}, { secret: "forger" });
+    await server.post(forged.body, { ...forged.headers, "x-forwarded-for": "<b>" });
+    const accepted = signedDelivery();
+    await server.post(accepted.body, accepted.headers);
+    let refused = "";
+    await until(async () => (refused = await (await get("/console/refused", cookie)).text()).includes("invalid_signature"), 5000, "the refusal on the page");
+    expect(refused).toContain(new Bun.CryptoHasher("sha256").update(forged.body).digest("hex"));
+    const health = await (await get("/console/health", cookie)).text();
+    expect(health).toContain("<strong>Ready:</strong>");
+    expect(health).toContain("1 accepted, 1 refused");
+    expect(health).toMatch(/<svg [^>]*role="img"/);
+    expect(health).toMatch(/1 events, 1 deliveries, 1 refused deliveries kept/);
+    const forwarding = await (await get("/console/forwarding", cookie)).text();
+    expect(forwarding).toContain("Forwarding is off");
+  });
+
+  test("the live stream takes the session cookie and sends unnamed messages (EventSource's onmessage)", async () => {
+    server = await startServer();
+    const { cookie } = await session(server.url);
+    const stream = await fetch(`${server.url}/console/events/stream?after=0`, { headers: { cookie } });
+    expect(stream.status).toBe(200);
+    expect(stream.headers.get("content-type")).toBe("text/event-stream");
+    const d = signedDelivery();
+    await server.post(d.body, d.headers);
+    const reader = stream.body!.getReader();
+    let text = "";
+    while (!text.includes("data: ")) text += new TextDecoder().decode((await reader.read()).value);
+    await reader.cancel();
+    expect(text).toContain("id: 1\ndata: {");
+    expect(text).not.toContain("event: ");
+  });
+});
+
+describe("off", () => {
+  test("--no-console: nothing at /console", async () => {
+    server = await startServer({ console: false });
+    const response = await get("/console/login");
+    expect(response.status).toBe(404);
+    expect((await response.json()).error).toBe("not_found");
+    expect((await login(server.url)).status).toBe(404);
+  });
+});
+
+test("the token appears in no answer and no log line, whatever is tried", async () => {
+  const lines: string[] = [];
+  server = await startServer({ rejectionLimit: 5 }, { logger: jsonLogger((text) => lines.push(text), false) });
+  const seen: string[] = [];
+  const record = async (response: Response) => {
+    seen.push(JSON.stringify([...response.headers]), await response.text());
+    return response;
+  };
+  const cookie = sessionCookie(await record(await login(server.url)))!;
+  const page = await record(await get("/console/events", cookie));
+  const csrf = /name="csrf" value="([^"]+)"/.exec(seen.at(-1)!)![1]!;
+  expect(page.status).toBe(200);
+  await record(await login(server.url, QUERY_TOKEN.slice(0, 10)));
+  await record(await login(server.url, `${QUERY_TOKEN} `));
+  for (const path of ["/console/health", "/console/refused", "/console/forwarding", `/console/events?event=${QUERY_TOKEN}`]) await record(await get(path, cookie));
+  await record(await post("/console/logout", { csrf, token: QUERY_TOKEN }, cookie));
+  await Bun.sleep(20);
+  expect(lines.some((line) => line.includes("console login refused"))).toBe(true);
+  for (const text of [...seen, ...lines]) {
+    // The filter above echoes what it was given in its form field, as typed there: that is the
+    // operator's own input, not the token coming out of the receiver.
+    expect(text.replaceAll(`value="${QUERY_TOKEN}"`, "").replaceAll(`event=${QUERY_TOKEN}`, "")).not.toContain(QUERY_TOKEN);
+  }
+});
