@@ -19,7 +19,7 @@ export function activityChart(minutes: MinuteCounts[]): Html {
   const line = (value: (m: MinuteCounts) => number) => minutes.map((m, i) => `${x(i).toFixed(1)},${y(value(m)).toFixed(1)}`).join(" ");
   const hours = Math.round(minutes.length / 60);
   return html`<figure class="chart">
-<svg viewBox="0 0 ${WIDTH} ${HEIGHT}" role="img" aria-labelledby="chart-title" preserveAspectRatio="none">
+<svg viewBox="0 0 ${WIDTH} ${HEIGHT}" role="img" aria-labelledby="chart-title">
 <title id="chart-title">Deliveries accepted and refused per minute, last ${hours} hours; peak ${peak} a minute</title>
 <line class="axis" x1="${LEFT}" y1="${TOP}" x2="${LEFT}" y2="${TOP + plotHeight}"></line>
 <line class="axis" x1="${LEFT}" y1="${TOP + plotHeight}" x2="${WIDTH - 8}" y2="${TOP + plotHeight}"></line>

@@ -73,14 +73,16 @@ function overHttps(request: Request, peer: string): boolean {
 }
 
 /**
- * A state-changing request must come from the console's own pages: a browser says where it comes
- * from in Sec-Fetch-Site and Origin. Origin is compared with the Host the browser used (or, from a
- * proxy on this machine, X-Forwarded-Host). Clients that send neither (curl) are not browsers
- * with someone else's cookie, and still need the CSRF token.
+ * A state-changing request must come from the console's own pages. A browser says where a request
+ * comes from in Sec-Fetch-Site, which pages cannot forge: it decides when present. Otherwise the
+ * Origin is compared with the Host the browser used (or, from a proxy on this machine,
+ * X-Forwarded-Host); under Referrer-Policy: no-referrer a browser may send "Origin: null", which
+ * proves nothing and is refused without Sec-Fetch-Site. Clients that send neither (curl) are not
+ * browsers carrying someone else's cookie, and still need the CSRF token.
  */
 function sameOrigin(request: Request, peer: string): boolean {
   const site = request.headers.get("sec-fetch-site");
-  if (site !== null && site !== "same-origin" && site !== "none") return false;
+  if (site !== null) return site === "same-origin" || site === "none";
   const origin = request.headers.get("origin");
   if (origin === null) return true;
   let host: string;
@@ -90,7 +92,7 @@ function sameOrigin(request: Request, peer: string): boolean {
     return false;
   }
   const forwardedHost = LOOPBACK.test(peer) ? request.headers.get("x-forwarded-host")?.split(",")[0]?.trim() : undefined;
-  return host === (forwardedHost ?? request.headers.get("host"));
+  return host !== "" && host === (forwardedHost ?? request.headers.get("host"));
 }
 
 function cookieValue(request: Request, name: string): string | undefined {
@@ -250,7 +252,10 @@ export function operatorConsole(options: ConsoleOptions) {
     )
     .get("/events/stream", ({ request, server }) => {
       if (sessionOf(request) === null) return htmlResponse(errorPage(401, "Log in first."), 401);
-      return options.openStream(request, server, { named: false });
+      const stream = options.openStream(request, server, { named: false });
+      // The same headers as every console answer: its own (no-cache) would win over them.
+      for (const [name, value] of Object.entries(SECURITY_HEADERS)) stream.headers.set(name, value);
+      return stream;
     })
     .get(
       "/events/:id",
