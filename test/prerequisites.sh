@@ -6,6 +6,7 @@
 #   python3          (python3)     test/systemd.test.ts listens on a real NOTIFY_SOCKET
 #   promtool         (prometheus)  test/alerts.test.ts checks and unit-tests deploy/alerts.yml
 #   haproxy          (haproxy)     test/haproxy.test.ts runs deploy/haproxy.cfg over two receivers
+#   chromium         (chromium)    test/console-browser.test.ts drives it headless (playwright-core)
 # systemd-analyze verify works without systemd as PID 1 (containers included): the package is only
 # needed for the tool and the stock units (multi-user.target, …) the unit refers to. Likewise
 # prometheus is only needed for promtool; where systemd is PID 1, Debian also enables and starts its
@@ -22,6 +23,8 @@ command -v python3 >/dev/null 2>&1 || missing="$missing python3"
 command -v promtool >/dev/null 2>&1 || missing="$missing prometheus"
 # Debian installs it in /usr/sbin, which is not on every user's PATH; the test looks there too.
 { command -v haproxy || [ -x /usr/sbin/haproxy ]; } >/dev/null 2>&1 || missing="$missing haproxy"
+# The browser tests launch this path, never a browser of playwright's own (none can be downloaded).
+[ -x /usr/bin/chromium ] || missing="$missing chromium"
 [ -z "$missing" ] && exit 0
 
 if [ "$(id -u)" -ne 0 ]; then
