@@ -67,3 +67,41 @@ test(
   },
   60_000,
 );
+
+test(
+  "the console works from the binary: its stylesheet and script are embedded, the login and pages answer; --no-console turns it off",
+  async () => {
+    const receiver = await spawnReceiver([binary], { cwd: dir });
+    try {
+      for (const asset of ["console.css", "console.js"]) {
+        const response = await fetch(`${receiver.url}/console/assets/${asset}`);
+        expect(response.status).toBe(200);
+        expect(await response.text()).toBe(await Bun.file(join(REPO, "src", "console", "assets", asset)).text());
+      }
+      const token = (await Bun.file(join(dir, "data", "query-token")).text()).trim();
+      const login = await fetch(`${receiver.url}/console/login`, {
+        method: "POST",
+        headers: { "content-type": "application/x-www-form-urlencoded" },
+        body: new URLSearchParams({ token }).toString(),
+        redirect: "manual",
+      });
+      expect(login.status).toBe(303);
+      const cookie = login.headers.get("set-cookie")!.split(";")[0]!;
+      for (const path of ["/console/events", "/console/events/1", "/console/refused", "/console/forwarding", "/console/health"]) {
+        const page = await fetch(receiver.url + path, { headers: { cookie }, redirect: "manual" });
+        expect(`${path} ${page.status}`).toBe(`${path} 200`);
+        expect(page.headers.get("content-security-policy")).toStartWith("default-src 'none'");
+      }
+      expect(receiver.lines.join("\n")).not.toContain(token);
+    } finally {
+      expect(await receiver.stop("SIGTERM")).toBe(0);
+    }
+    const off = await spawnReceiver([binary, "--no-console"], { cwd: dir });
+    try {
+      expect((await fetch(`${off.url}/console/login`)).status).toBe(404);
+    } finally {
+      await off.stop("SIGTERM");
+    }
+  },
+  60_000,
+);
