@@ -120,8 +120,9 @@ test("the console in Chromium: login, filters, an event, live events, refusals, 
   expect(cookies).toHaveLength(1);
   expect(cookies[0]).toMatchObject({ name: "icr_console", path: "/console", httpOnly: true, secure: false, sameSite: "Strict", expires: -1 });
   expect(cookies[0]!.value).not.toContain(QUERY_TOKEN);
-  // HttpOnly: the page's own script cannot read it.
-  expect(await page.evaluate(() => document.cookie)).toBe("");
+  // HttpOnly: the page's own script cannot read it. (Page scripts are given as text: the tests are
+  // typed without the DOM's library.)
+  expect(await page.evaluate<string>("document.cookie")).toBe("");
 
   // Filters: one organization's events only.
   const ids = () => page.locator("#event-rows tr td:first-child a").allTextContents();
@@ -183,14 +184,16 @@ test("the console in Chromium: login, filters, an event, live events, refusals, 
 
   // The keyboard: the first Tab reaches the skip link, which is then visible; focus shows.
   await page.keyboard.press("Tab");
-  expect(await page.evaluate(() => document.activeElement?.textContent)).toBe("Skip to content");
-  expect(await page.evaluate(() => getComputedStyle(document.activeElement!).outlineStyle)).toBe("solid");
+  expect(await page.evaluate<string>("document.activeElement.textContent")).toBe("Skip to content");
+  expect(await page.evaluate<string>("getComputedStyle(document.activeElement).outlineStyle")).toBe("solid");
 
   // Phone width: no sideways scrolling on any page.
   await page.setViewportSize({ width: 375, height: 740 });
   for (const path of ["/console/events", "/console/events/1", "/console/refused", "/console/forwarding", "/console/health"]) {
     await page.goto(server.url + path);
-    const { scrollWidth, clientWidth } = await page.evaluate(() => ({ scrollWidth: document.documentElement.scrollWidth, clientWidth: document.documentElement.clientWidth }));
+    const { scrollWidth, clientWidth } = await page.evaluate<{ scrollWidth: number; clientWidth: number }>(
+      "({ scrollWidth: document.documentElement.scrollWidth, clientWidth: document.documentElement.clientWidth })",
+    );
     expect(`${path}: ${scrollWidth}`).toBe(`${path}: ${clientWidth}`);
     if (path === "/console/events/1") await screenshot("phone-event");
   }
