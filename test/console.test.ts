@@ -6,6 +6,7 @@ import { Sessions } from "../src/console/sessions.ts";
 import { jsonLogger } from "../src/logger.ts";
 import { form, login, session, sessionCookie } from "./support/console.ts";
 import { QUERY_TOKEN, signedDelivery, startServer, type TestServer } from "./support/server.ts";
+import { startSink } from "./support/sink.ts";
 import { until } from "./support/until.ts";
 import { FIXTURE_SECRET } from "./support/fixtures.ts";
 import { signDelivery } from "../src/verify/sign-delivery.ts";
@@ -263,6 +264,48 @@ describe("pages", () => {
     await reader.cancel();
     expect(text).toContain("id: 1\ndata: {");
     expect(text).not.toContain("event: ");
+  });
+});
+
+describe("forwarding on the pages", () => {
+  test("an event's state per destination (filtered, failing with its error), its lag; a replay from the event page", async () => {
+    const secret = `whsec_${Buffer.from("a forwarding secret of 32 bytes!").toString("base64")}`;
+    const sink = startSink([secret]);
+    sink.answer = () => ({ status: 500 });
+    try {
+      server = await startServer({
+        forwarding: {
+          destinations: [
+            { name: "app", url: sink.url, events: null },
+            { name: "installs", url: sink.url, events: ["installed"] },
+          ],
+          secrets: [secret],
+          timeoutMs: 2000,
+          backoffMs: 60_000,
+          maxBackoffMs: 60_000,
+          maxAgeMs: 3_600_000,
+          concurrency: 2,
+        },
+      });
+      const { cookie, csrf } = await session(server.url);
+      const d = signedDelivery();
+      const { id } = (await (await server.post(d.body, d.headers)).json()) as { id: number };
+      let page = "";
+      await until(async () => (page = await (await get(`/console/events/${id}`, cookie)).text()).includes("failed, retrying"), 10_000, "a failed attempt on the event page");
+      expect(page).toContain("HTTP 500");
+      expect(page).toContain("not sent (the destination&#39;s event filter skips it)");
+      const forwarding = await (await get("/console/forwarding", cookie)).text();
+      expect(forwarding).toMatch(/<td data-label="Lag \(events\)">1<\/td>/);
+      expect(forwarding).toContain('<span class="state warn">retrying</span>');
+
+      const replayed = await post(`/console/events/${id}/replay`, { csrf, destination: "app" }, cookie);
+      expect(replayed.status).toBe(303);
+      expect(replayed.headers.get("location")).toBe(`/console/events/${id}?replayed=1`);
+      expect((await post(`/console/events/${id}/replay`, { csrf, destination: "nowhere" }, cookie)).status).toBe(404);
+      expect(await (await get(`/console/events/${id}?replayed=1`, cookie)).text()).toContain("Replay requested: 1 send;");
+    } finally {
+      sink.stop();
+    }
   });
 });
 

@@ -1,0 +1,69 @@
+// The console's parts on their own: the escaping template, the JSON layout, the per-minute series.
+import { describe, expect, test } from "bun:test";
+import fc from "fast-check";
+import { indentJson } from "../src/console/format.ts";
+import { html } from "../src/console/html.ts";
+import { MinuteSeries } from "../src/http/activity.ts";
+
+describe("html", () => {
+  test("every interpolated value is escaped unless it is markup html made; nothing renders for null, undefined, false", () => {
+    const attack = `"><script>alert('x')</script>&`;
+    expect(html`<p title="${attack}">${attack}</p>`.text).toBe(
+      "<p title=\"&quot;&gt;&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;&amp;\">&quot;&gt;&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;&amp;</p>",
+    );
+    expect(html`<ul>${["<a>", html`<li>${"<b>"}</li>`]}</ul>`.text).toBe("<ul>&lt;a&gt;<li>&lt;b&gt;</li></ul>");
+    expect(html`${null}${undefined}${false}${0}`.text).toBe("0");
+  });
+
+  test("no string can open a tag or leave an attribute value", () => {
+    fc.assert(
+      fc.property(fc.string({ unit: "binary" }), (value) => {
+        const escaped = html`${value}`.text;
+        expect(escaped).not.toMatch(/[<>"']/);
+        expect(html`<a href="${value}">${value}</a>`.text).toBe(`<a href="${escaped}">${escaped}</a>`);
+        expect(escaped.replace(/&lt;/g, "<").replace(/&gt;/g, ">").replace(/&quot;/g, '"').replace(/&#39;/g, "'").replace(/&amp;/g, "&")).toBe(value);
+      }),
+    );
+  });
+});
+
+describe("indentJson", () => {
+  const json = fc.jsonValue();
+  test("lays JSON out and changes nothing in it: the same value, every number and escape as written", () => {
+    fc.assert(
+      fc.property(json, (value) => {
+        const text = JSON.stringify(value);
+        const laid = indentJson(text);
+        expect(JSON.parse(laid)).toEqual(JSON.parse(text));
+        expect(indentJson(laid)).toBe(laid);
+        expect(laid.replace(/\s+/g, "")).toBe(text.replace(/\s+/g, ""));
+      }),
+    );
+    expect(indentJson('{"big":12345678901234567890,"s":"a\\"b\\\\","e":[],"o":{}}')).toBe(
+      '{\n  "big": 12345678901234567890,\n  "s": "a\\"b\\\\",\n  "e": [],\n  "o": {}\n}',
+    );
+  });
+});
+
+describe("MinuteSeries", () => {
+  test("counts per minute; minutes without activity are zero; older than its window is forgotten", () => {
+    let now = Date.UTC(2026, 11, 1, 12, 0, 30);
+    const series = new MinuteSeries(3, () => now);
+    series.delivery(true);
+    series.delivery(false);
+    series.commit(0.002);
+    now += 60_000;
+    series.delivery(true);
+    expect(series.last().map((m) => [m.accepted, m.refused, m.commits])).toEqual([
+      [0, 0, 0],
+      [1, 1, 1],
+      [1, 0, 0],
+    ]);
+    expect(series.last()[1]!.commitSeconds).toBeCloseTo(0.002);
+    now += 3 * 60_000;
+    expect(series.last().map((m) => m.accepted)).toEqual([0, 0, 0]);
+    series.delivery(true);
+    expect(series.last().map((m) => m.accepted)).toEqual([0, 0, 1]);
+    expect(series.last().at(-1)!.start).toBe(Date.UTC(2026, 11, 1, 12, 4));
+  });
+});
