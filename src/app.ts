@@ -38,8 +38,8 @@ export interface AppOptions {
    * stated here so that it is a decision; tests lower it.
    */
   idleTimeoutSeconds?: number;
-  /** The console's sessions; tests give their own, with a clock they control. */
-  consoleSessions?: Sessions;
+  /** The console's sessions, and how often its live streams check theirs; tests give their own. */
+  console?: { sessions?: Sessions; sessionCheckMs?: number };
 }
 
 /**
@@ -57,7 +57,7 @@ export function createApp(
     streamHeartbeatMs,
     streamBufferBytes,
     idleTimeoutSeconds = 10,
-    consoleSessions,
+    console: consoleOptions = {},
   }: AppOptions = {},
 ) {
   const streams = streamApi({
@@ -90,7 +90,7 @@ export function createApp(
           openStreams: () => metrics.openStreams,
           perMinute: metrics.perMinute,
         },
-        sessions: consoleSessions,
+        ...consoleOptions,
         logger,
       })
     : undefined;

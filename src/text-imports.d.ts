@@ -4,8 +4,12 @@ declare module "*.sql" {
   export default text;
 }
 
-// The console's stylesheet, likewise embedded (`with { type: "text" }`).
+// The console's stylesheet and icon, likewise embedded (`with { type: "text" }`).
 declare module "*.css" {
+  const text: string;
+  export default text;
+}
+declare module "*.svg" {
   const text: string;
   export default text;
 }

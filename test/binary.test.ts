@@ -73,7 +73,7 @@ test(
   async () => {
     const receiver = await spawnReceiver([binary], { cwd: dir });
     try {
-      for (const asset of ["console.css", "console.js"]) {
+      for (const asset of ["console.css", "console.js", "icon.svg"]) {
         const response = await fetch(`${receiver.url}/console/assets/${asset}`);
         expect(response.status).toBe(200);
         expect(await response.text()).toBe(await Bun.file(join(REPO, "src", "console", "assets", asset)).text());

@@ -210,6 +210,8 @@ test("the console in Chromium: login, filters, an event, live events, refusals, 
   // Nothing left loopback, and every console answer had the security headers.
   expect(requests.length).toBeGreaterThan(20);
   for (const url of requests) expect(new URL(url).hostname).toBe("127.0.0.1");
+  // The console's own icon, not the receiver's /favicon.ico.
+  expect(requests.some((url) => new URL(url).pathname === "/favicon.ico")).toBe(false);
   for (const answer of answers) {
     for (const [name, value] of Object.entries(SECURITY_HEADERS)) expect(`${answer.url} ${name}: ${answer.headers[name]}`).toBe(`${answer.url} ${name}: ${value}`);
   }

@@ -158,7 +158,7 @@ describe("expiry", () => {
   test("idle and absolute limits end a session; the number of sessions is bounded", async () => {
     let now = 1_000_000;
     const sessions = new Sessions({ idleMs: 30 * 60_000, absoluteMs: 12 * 3_600_000, maxSessions: 3 }, () => now);
-    server = await startServer({}, { consoleSessions: sessions });
+    server = await startServer({}, { console: { sessions } });
     const idle = sessionCookie(await login(server.url))!;
     now += 29 * 60_000;
     expect((await get("/console/events", idle)).status).toBe(200);
@@ -265,6 +265,28 @@ describe("pages", () => {
     expect(text).toContain("id: 1\ndata: {");
     expect(text).not.toContain("event: ");
   });
+});
+
+test("a live stream ends with its session: a logout elsewhere ends it; while open it keeps the session from idling out", async () => {
+  let now = 1_000_000;
+  const sessions = new Sessions({ idleMs: 60_000, absoluteMs: 3_600_000, maxSessions: 8 }, () => now);
+  server = await startServer({}, { console: { sessions, sessionCheckMs: 20 } });
+  const { cookie, csrf } = await session(server.url);
+  const stream = await fetch(`${server.url}/console/events/stream`, { headers: { cookie } });
+  expect(stream.status).toBe(200);
+  const reader = stream.body!.getReader();
+  await reader.read(); // the retry line
+  for (let i = 0; i < 5; i++) {
+    now += 50_000;
+    await Bun.sleep(60);
+  }
+  // 250 s without a page load, but the stream was open: still logged in.
+  expect((await get("/console/events", cookie)).status).toBe(200);
+  expect((await post("/console/logout", { csrf }, cookie)).status).toBe(303);
+  const deadline = Date.now() + 5000;
+  let done = false;
+  while (!done && Date.now() < deadline) done = (await reader.read()).done;
+  expect(done).toBe(true);
 });
 
 describe("forwarding on the pages", () => {

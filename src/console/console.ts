@@ -13,6 +13,7 @@ import { FILTER_PARAMETERS, FilterError, parseEventFilter, type Consumers, type 
 import type { Logger } from "../logger.ts";
 import script from "./assets/console.js" with { type: "text" };
 import stylesheet from "./assets/console.css" with { type: "text" };
+import icon from "./assets/icon.svg" with { type: "text" };
 import { BASE, errorPage, eventPage, eventsPage, forwardingPage, healthPage, layout, loginPage, refusedPage, type FilterForm, type HealthFacts, type Section } from "./pages.ts";
 import { html } from "./html.ts";
 import { sameSecret, Sessions, type Session } from "./sessions.ts";
@@ -54,6 +55,8 @@ export interface ConsoleOptions {
     perMinute: MinuteSeries;
   };
   sessions?: Sessions;
+  /** How often a live stream checks that its session goes on (ms). */
+  sessionCheckMs?: number;
   logger: Logger;
 }
 
@@ -111,7 +114,8 @@ const redirect = (location: string, headers: Record<string, string> = {}) => new
 function filterValues(url: URL): { values: FilterValues; form: FilterForm; query: URLSearchParams } {
   const values: FilterValues = {};
   const query = new URLSearchParams();
-  for (const name of FILTER_PARAMETERS) {
+  // Always newest first: the order is not the page's to change.
+  for (const name of FILTER_PARAMETERS.filter((p) => p !== "order")) {
     const value = url.searchParams.get(name);
     if (value === null || value === "") continue;
     values[name] = value;
@@ -130,11 +134,44 @@ function freeDisk(path: string): number | null {
   }
 }
 
+/**
+ * The stream's body for as long as `stillValid` holds, checked every `checkMs`: a live list must
+ * stop when its session ends (a logout elsewhere, the absolute limit), not go on for days.
+ */
+function whileValid(stream: Response, stillValid: () => boolean, checkMs: number): Response {
+  const reader = stream.body!.getReader();
+  let timer: Timer | undefined;
+  let open = true;
+  const end = (controller: ReadableStreamDefaultController<Uint8Array>) => {
+    clearInterval(timer);
+    if (open) controller.close();
+    open = false;
+    void reader.cancel();
+  };
+  const body = new ReadableStream<Uint8Array>({
+    start(controller) {
+      timer = setInterval(() => stillValid() || end(controller), checkMs);
+    },
+    async pull(controller) {
+      const { done, value } = await reader.read();
+      if (done) end(controller);
+      else if (open) controller.enqueue(value);
+    },
+    cancel() {
+      clearInterval(timer);
+      open = false;
+      return reader.cancel();
+    },
+  });
+  return new Response(body, { status: stream.status, headers: stream.headers });
+}
+
 const fileSize = (path: string) => statSync(path, { throwIfNoEntry: false })?.size ?? 0;
 
 export function operatorConsole(options: ConsoleOptions) {
   const { queryToken, events, consumers, limiter, forwardProgress, health, logger } = options;
   const sessions = options.sessions ?? new Sessions();
+  const sessionCheckMs = options.sessionCheckMs ?? 10_000;
   let inspection: LogInspection | undefined;
   const inspect = () => (inspection ??= options.inspection());
 
@@ -196,6 +233,8 @@ export function operatorConsole(options: ConsoleOptions) {
     .get("", () => redirect(`${BASE}/events`))
     .get("/", () => redirect(`${BASE}/events`))
     .get("/assets/console.css", () => new Response(stylesheet, { headers: { "content-type": "text/css; charset=utf-8" } }))
+    // Without an icon of its own, the browser asks for /favicon.ico, outside the console.
+    .get("/assets/icon.svg", () => new Response(icon, { headers: { "content-type": "image/svg+xml" } }))
     .get("/assets/console.js", () => new Response(script, { headers: { "content-type": "text/javascript; charset=utf-8" } }))
     .get("/login", ({ request }) => (sessionOf(request) === null ? htmlResponse(loginPage()) : redirect(`${BASE}/events`)))
     .post(
@@ -251,8 +290,11 @@ export function operatorConsole(options: ConsoleOptions) {
       }),
     )
     .get("/events/stream", ({ request, server }) => {
-      if (sessionOf(request) === null) return htmlResponse(errorPage(401, "Log in first."), 401);
-      const stream = options.openStream(request, server, { named: false });
+      const session = sessionOf(request);
+      if (session === null) return htmlResponse(errorPage(401, "Log in first."), 401);
+      // A page showing the live list is in use: each check restarts the idle time; the absolute
+      // limit and a logout still end it.
+      const stream = whileValid(options.openStream(request, server, { named: false }), () => sessions.use(session.id) !== null, sessionCheckMs);
       // The same headers as every console answer: its own (no-cache) would win over them.
       for (const [name, value] of Object.entries(SECURITY_HEADERS)) stream.headers.set(name, value);
       return stream;

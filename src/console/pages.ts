@@ -48,6 +48,7 @@ function document(title: string, body: Html): string {
 <meta name="referrer" content="no-referrer">
 <title>${title} · icr-receiver console</title>
 <link rel="stylesheet" href="${BASE}/assets/console.css">
+<link rel="icon" href="${BASE}/assets/icon.svg" type="image/svg+xml">
 <script src="${BASE}/assets/console.js" defer></script>
 </head>
 <body>
@@ -109,7 +110,7 @@ ${field("until", "Until", "ISO-8601 or an age")}
 </form>`;
 }
 
-export function eventRow(event: EventView): Html {
+function eventRow(event: EventView): Html {
   return html`<tr>
 <td data-label="Id"><a href="${BASE}/events/${event.id}">${event.id}</a></td>
 <td data-label="Received">${time(event.receivedAt)}</td>
