@@ -223,7 +223,8 @@ export function operatorConsole(options: ConsoleOptions) {
     }
   };
 
-  // Optional: a form with no field at all is refused below for its missing CSRF token.
+  // Routes take it as t.Optional(ReplayForm): a form with no field at all is then refused for its
+  // missing CSRF token (403), not as a body that failed its schema.
   const ReplayForm = t.Object({ csrf: t.Optional(t.String()), destination: t.Optional(t.String({ minLength: 1 })), id: t.Optional(t.Numeric({ minimum: 1 })) });
 
   const plugin = new Elysia({ name: "console", prefix: BASE })
