@@ -34,7 +34,10 @@ function logWith(count: number): EventLogDatabase {
 
 /** Copies the keys of the events up to `lastId` only, as if the writer were behind. */
 const copyKeysUpTo = (log: EventLogDatabase, lastId: number) =>
-  log.sqlite.run("INSERT INTO event_keys SELECT id, event, organization_id, installation_id FROM events WHERE id <= ?", [lastId]);
+  log.sqlite.run(
+    "INSERT INTO event_keys SELECT id, event, organization_id, installation_id, unhex(substr(payload_sha256, 1, 16)) FROM events WHERE id <= ?",
+    [lastId],
+  );
 
 const eventKeysCheck = (log: EventLogDatabase) => runChecks(log.path, log).checks.find((c) => c.name === "event-keys")!;
 

@@ -1,9 +1,9 @@
 // What the log stores per accepted delivery, and the one transaction that stores a batch of them.
-import { desc, eq, max, sql } from "drizzle-orm";
+import { desc, max, sql } from "drizzle-orm";
 import { chainedValues, chainHash, GENESIS, type ChainedTable } from "./chain.ts";
 import { CHAINED_TABLES, TABLE_COLUMNS } from "./columns.ts";
 import type { Drizzle, EventLogDatabase } from "./database.ts";
-import { DigestIndex } from "./digest-index.ts";
+import { eventDigests } from "./event-digests.ts";
 import { deliveries, events, rejections } from "./schema.ts";
 
 /** A row's values as the appender is given them: every column but those it assigns itself. */
@@ -40,12 +40,12 @@ const chained = (table: ChainedTable, row: Record<string, unknown>) => chainedVa
  * the log becomes a delivery of that event, flagged as a duplicate. Ids are assigned here, from
  * the last row read under the write lock, because each row's chain hash covers its id.
  *
- * Repeats are found in a DigestIndex kept in memory: built from the log by `warm` (or before the
- * first batch), outside the write lock; brought up to date under the lock at the start of every
- * batch (another receiver, during a hand-over, may have appended since); rebuilt after a batch
- * that rolled back.
+ * Repeats are found through EventDigests: its tail is read by `warm` before the first batch and
+ * brought up to date under the lock at the start of every batch (another receiver, during a
+ * hand-over, may have appended since), and read again after a batch that rolled back.
  */
-export function batchAppender({ db, sqlite }: EventLogDatabase) {
+export function batchAppender(log: EventLogDatabase) {
+  const { db, sqlite } = log;
   const p = (name: string) => sql.placeholder(name);
   // Once per batch (or per repeat): Drizzle's own prepared queries, which map column names.
   const lastEvent = db
@@ -60,23 +60,9 @@ export function batchAppender({ db, sqlite }: EventLogDatabase) {
     .orderBy(desc(deliveries.id))
     .limit(1)
     .prepare();
-  const digestOfEvent = db
-    .select({ payloadSha256: events.payloadSha256 })
-    .from(events)
-    .where(eq(events.id, p("id")))
-    .prepare();
-  const digestOf = (id: number) => digestOfEvent.get({ id })?.payloadSha256 ?? null;
-  // Raw SQL for the INDEXED BY: the planner would otherwise walk the table, payloads and all.
-  const digestsAfter = sqlite.prepare<{ id: number; payload_sha256: string }, [number]>(
-    "SELECT id, payload_sha256 FROM events INDEXED BY events_id_payload_sha256 WHERE id > ? ORDER BY id",
-  );
-  let digests: DigestIndex | null = null;
-  const catchUp = (index: DigestIndex) => {
-    for (const row of digestsAfter.iterate(index.lastId)) index.add(row.payload_sha256, row.id);
-    return index;
-  };
-  // 0.75-0.85 s for a million events (bench): off the start-up path, so the port is open meanwhile.
-  const warm = () => (digests ??= catchUp(new DigestIndex()));
+  const digests = eventDigests(log);
+  // Bounded by how far event_keys is behind the log: part of opening the writer, not of a batch.
+  const warm = () => digests.sync();
   const lastRejection = db.select({ seq: max(rejections.seq) }).from(rejections).prepare();
   const insertEvent = inserter(db, "events");
   const insertDelivery = inserter(db, "deliveries");
@@ -110,16 +96,15 @@ export function batchAppender({ db, sqlite }: EventLogDatabase) {
   const transaction = sqlite.transaction((batch: AcceptedDelivery[], refused: Rejection[]): Appended[] => {
     let event = lastEvent.get() ?? { id: 0, chainHash: GENESIS };
     let delivery = lastDelivery.get() ?? { id: 0, chainHash: GENESIS };
-    const index = warm();
-    if (event.id !== index.lastId) catchUp(index);
+    digests.sync();
     const results = batch.map((accepted): Appended => {
       const envelopeMismatch = accepted.envelopeMismatch ? 1 : 0;
-      const existing = index.find(accepted.payloadSha256, digestOf);
+      const existing = digests.find(accepted.payloadSha256);
       if (existing === null) {
         const eventRow = { ...accepted, id: event.id + 1, envelopeMismatch };
         const eventChain = chainHash(event.chainHash, chained("events", eventRow));
         insertEvent({ ...eventRow, chainHash: eventChain });
-        index.add(accepted.payloadSha256, eventRow.id);
+        digests.add(accepted.payloadSha256, eventRow.id);
         event = { id: eventRow.id, chainHash: eventChain };
       }
       const id = existing ?? event.id;
@@ -137,15 +122,13 @@ export function batchAppender({ db, sqlite }: EventLogDatabase) {
     return results;
   });
   const append = (batch: AcceptedDelivery[], refused: Rejection[] = []) => {
-    warm();
     try {
       // IMMEDIATE: take the write lock up front, so a busy log fails the batch before any work.
       return transaction.immediate(batch, refused);
     } catch (error) {
-      // The index may hold digests of rows that were rolled back: start again from the log.
-      digests = null;
+      digests.forget();
       throw error;
     }
   };
-  return Object.assign(append, { warm });
+  return Object.assign(append, { warm, digests });
 }

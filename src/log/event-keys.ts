@@ -1,8 +1,9 @@
-// Keeps event_keys (see the schema) behind `events`: the writer thread copies the keys of new
-// events across in bulk, so each (organization, event) index page is written once per few hundred
-// events instead of once per commit.
-import { asc, gt, sql } from "drizzle-orm";
+// Keeps event_keys (see the schema) behind `events`: the writer thread copies the keys and digest
+// prefixes of new events across in bulk, so each (organization, event) index page is written once
+// per few hundred events instead of once per commit, and the random digest index never by a commit.
+import { asc, eq, gt, isNull, sql } from "drizzle-orm";
 import type { EventLogDatabase } from "./database.ts";
+import { digestPrefix } from "./event-digests.ts";
 import { eventKeys, events } from "./schema.ts";
 
 /** Events per copying transaction: a short hold of the write lock, even on a large backlog. */
@@ -19,15 +20,29 @@ export function eventKeysCopier({ db, sqlite }: EventLogDatabase) {
     .insert(eventKeys)
     .select(
       db
-        .select({ eventId: events.id, event: events.event, organizationId: events.organizationId, installationId: events.installationId })
+        .select({
+          eventId: events.id,
+          event: events.event,
+          organizationId: events.organizationId,
+          installationId: events.installationId,
+          digest: digestPrefix(events.payloadSha256).as("digest"),
+        })
         .from(events)
         .where(gt(events.id, watermark))
         .orderBy(asc(events.id))
         .limit(KEYS_PER_STEP),
     )
     .prepare();
+  // Rows a 0.4.0 receiver copied during the hand-over, without a digest (found through the
+  // digest index, where they sort first).
+  const fillDigests = db
+    .update(eventKeys)
+    .set({ digest: sql`(SELECT ${digestPrefix(events.payloadSha256)} FROM ${events} WHERE ${eq(events.id, eventKeys.eventId)})` })
+    .where(isNull(eventKeys.digest))
+    .prepare();
   const changes = sqlite.prepare<{ n: number }, []>("SELECT changes() AS n");
   const step = sqlite.transaction(() => {
+    fillDigests.run();
     copy.run();
     return changes.get()!.n;
   });

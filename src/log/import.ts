@@ -5,7 +5,6 @@
 // importing the same export twice changes nothing.
 import { batchAppender, type AcceptedDelivery } from "./append.ts";
 import type { EventLogDatabase } from "./database.ts";
-import { DigestIndex } from "./digest-index.ts";
 import { eventKeysCopier, KEYS_PER_STEP } from "./event-keys.ts";
 
 /** What became of one delivery of a batch. */
@@ -26,32 +25,23 @@ const deliveryKey = (d: AcceptedDelivery) => `${d.payloadSha256}\u0000${d.receiv
  */
 export function deliveryImporter(database: EventLogDatabase) {
   const { sqlite } = database;
-  let append = batchAppender(database);
+  const append = batchAppender(database);
+  const { digests } = append;
   const copyKeys = eventKeysCopier(database);
-  const digestsAfter = sqlite.prepare<{ id: number; payload_sha256: string }, [number]>(
-    "SELECT id, payload_sha256 FROM events INDEXED BY events_id_payload_sha256 WHERE id > ? ORDER BY id",
-  );
-  const digestOfEvent = sqlite.prepare<{ payload_sha256: string }, [number]>("SELECT payload_sha256 FROM events WHERE id = ?");
-  const digestOf = (id: number) => digestOfEvent.get(id)?.payload_sha256 ?? null;
   // Through deliveries_event_id: an event has a handful of deliveries.
   const stored = sqlite.prepare<{ one: number }, [number, string, string | null]>(
     "SELECT 1 AS one FROM deliveries INDEXED BY deliveries_event_id WHERE event_id = ? AND received_at = ? AND raw_body IS ? LIMIT 1",
   );
-  let digests: DigestIndex | null = null;
-  const catchUp = (index: DigestIndex) => {
-    for (const row of digestsAfter.iterate(index.lastId)) index.add(row.payload_sha256, row.id);
-    return index;
-  };
 
   const transaction = sqlite.transaction((batch: AcceptedDelivery[]): ImportOutcome[] => {
-    // Under the write lock: whatever a receiver appended meanwhile is in the index.
-    const index = catchUp((digests ??= new DigestIndex()));
+    // Under the write lock: whatever a receiver appended meanwhile is found.
+    digests.sync();
     const outcomes: (ImportOutcome | null)[] = new Array(batch.length).fill(null);
     const kept: AcceptedDelivery[] = [];
     const keptAt: number[] = [];
     const seen = new Map<string, number>();
     batch.forEach((delivery, i) => {
-      const existing = index.find(delivery.payloadSha256, digestOf);
+      const existing = digests.find(delivery.payloadSha256);
       if (existing !== null && stored.get(existing, delivery.receivedAt, delivery.rawBody) !== null) {
         outcomes[i] = { kind: "present", id: existing };
         return;
@@ -82,10 +72,9 @@ export function deliveryImporter(database: EventLogDatabase) {
       try {
         return transaction.immediate(batch);
       } catch (error) {
-        // Rolled back whole, perhaps after the appender's savepoint was released: both indexes may
-        // hold digests of rows that are gone, so both start again from the log.
-        digests = null;
-        append = batchAppender(database);
+        // Rolled back whole, perhaps after the appender's savepoint was released: the digests'
+        // tail may hold rows that are gone.
+        digests.forget();
         throw error;
       }
     },

@@ -2,7 +2,7 @@
 // json_extract works, timestamps as ISO-8601 UTC text (lexical order is time order).
 // Both tables are append-only: the triggers that enforce it live in a custom migration in drizzle/.
 import { sql } from "drizzle-orm";
-import { index, integer, primaryKey, real, sqliteTable, text } from "drizzle-orm/sqlite-core";
+import { blob, index, integer, primaryKey, real, sqliteTable, text } from "drizzle-orm/sqlite-core";
 
 /**
  * One row per distinct signed payload: what ICR told us happened. An authentic delivery whose
@@ -32,7 +32,8 @@ export const events = sqliteTable(
      * Hex SHA-256 of the decoded payload bytes (of signedData itself where it is not base64): a
      * repeat of the same payload is the same event.
      * Distinct by construction (the writer looks each one up before it inserts; `check` verifies),
-     * not by a unique index: a key that random would dirty one index page per insert.
+     * not by a unique index: a key that random would dirty one index page per commit. Its first
+     * 64 bits are indexed in event_keys instead, behind the log.
      */
     payloadSha256: text("payload_sha256").notNull(),
     secretLabel: text("secret_label").notNull(),
@@ -43,8 +44,8 @@ export const events = sqliteTable(
     unparsedReason: text("unparsed_reason"),
   },
   (table) => [
-    // In id order, so inserts only ever touch its last page; the writer reads it back at start-up
-    // to rebuild its in-memory digest index (src/log/digest-index.ts) without scanning payloads.
+    // No longer read by this release: a 0.4.0 receiver still serving during the hand-over to it
+    // reads it (INDEXED BY) to find repeats, and would fail every batch without it.
     index("events_id_payload_sha256").on(table.id, table.payloadSha256),
     // Appended in time order too, so also touched at its last page only.
     index("events_received_at").on(table.receivedAt),
@@ -71,8 +72,15 @@ export const eventKeys = sqliteTable(
     event: text("event"),
     organizationId: text("organization_id"),
     installationId: text("installation_id"),
+    /**
+     * The first 8 bytes of the event's payload_sha256: how a repeat is found in the copied part of
+     * the log (src/log/event-digests.ts), confirmed against the event's full digest.
+     */
+    digest: blob("digest", { mode: "buffer" }),
   },
   (table) => [
+    // A random key: written behind the log in steps, never by the commit that answers a delivery.
+    index("event_keys_digest").on(table.digest),
     index("event_keys_organization_event").on(table.organizationId, table.event),
     // An organization alone: in (organization, event) its events are in id order only per event.
     index("event_keys_organization").on(table.organizationId),

@@ -46,13 +46,9 @@ self.onmessage = ({ data: request }: MessageEvent<WriterRequest>) => {
         checkpointer = new Worker(new URL("./checkpoint-worker.ts", import.meta.url).href);
         checkpointer.postMessage({ type: "start", path, intervalMs: 25 } satisfies CheckpointRequest);
       }
+      // The events event_keys does not hold yet: a few steps' worth, whatever the log's size.
+      append.warm();
       reply({ type: "ready" });
-      // Deliveries that arrive meanwhile wait in line for it rather than find the port closed.
-      try {
-        append.warm();
-      } catch {
-        // The first batch builds it again, and reports what stops it.
-      }
       // Keys a crashed receiver had not copied yet.
       keys.step();
     } catch (error) {
