@@ -7,6 +7,7 @@ import { join } from "node:path";
 import { batchAppender } from "../src/log/append.ts";
 import { runChecks } from "../src/log/check.ts";
 import { closeDatabase, openDatabase, type EventLogDatabase } from "../src/log/database.ts";
+import { COPIED_EVENT } from "../src/log/event-digests.ts";
 import { eventKeysCopier, KEYS_PER_STEP } from "../src/log/event-keys.ts";
 import { bundledMigrations, migrate } from "../src/log/migrations.ts";
 import { acceptedDelivery } from "./support/accepted-delivery.ts";
@@ -199,7 +200,7 @@ describe("duplicates across the whole log", () => {
     const log = openDatabase(join(tempDir(), "plan.db"));
     const plan = log.sqlite
       .query<{ detail: string }, []>(
-        "EXPLAIN QUERY PLAN SELECT e.id FROM event_keys k JOIN events e ON e.id = k.event_id WHERE k.digest = unhex(substr('ab', 1, 16)) AND e.payload_sha256 = 'ab' LIMIT 1",
+        `EXPLAIN QUERY PLAN ${COPIED_EVENT}`,
       )
       .all()
       .map((row) => row.detail);

@@ -49,8 +49,12 @@ export function eventKeysCopier({ db, sqlite }: EventLogDatabase) {
   return (): number => step.immediate();
 }
 
-/** Keys are copied at once when this many events wait, and otherwise within KEYS_DELAY_MS. */
-export const KEYS_EAGER = 1024;
+/**
+ * Keys are copied at once when this many events wait, and otherwise within KEYS_DELAY_MS. A whole
+ * step: the random digest index dirties about one page per copied event in a small step, and a
+ * page is shared by more of them the more a step copies.
+ */
+export const KEYS_EAGER = KEYS_PER_STEP;
 export const KEYS_DELAY_MS = 100;
 
 /**
