@@ -96,7 +96,7 @@ export function batchAppender(log: EventLogDatabase) {
   const transaction = sqlite.transaction((batch: AcceptedDelivery[], refused: Rejection[]): Appended[] => {
     let event = lastEvent.get() ?? { id: 0, chainHash: GENESIS };
     let delivery = lastDelivery.get() ?? { id: 0, chainHash: GENESIS };
-    digests.sync();
+    digests.sync(event.id);
     const results = batch.map((accepted): Appended => {
       const envelopeMismatch = accepted.envelopeMismatch ? 1 : 0;
       const existing = digests.find(accepted.payloadSha256);

@@ -235,7 +235,8 @@ const digestsCheck: Check = {
       "SELECT count(*) AS copied, count(*) - count(digest) AS unfilled FROM event_keys",
     );
     const { wrong } = one<{ wrong: number }>(
-      "SELECT count(*) AS wrong FROM event_keys k JOIN events e ON e.id = k.event_id WHERE k.digest <> unhex(substr(e.payload_sha256, 1, 16))",
+      // In id order on both sides: through the digest index, each event would be a random read.
+      "SELECT count(*) AS wrong FROM event_keys k NOT INDEXED JOIN events e ON e.id = k.event_id WHERE k.digest <> unhex(substr(e.payload_sha256, 1, 16))",
     );
     const { repeatedCopied } = one<{ repeatedCopied: number }>(
       `SELECT count(*) AS repeatedCopied FROM (

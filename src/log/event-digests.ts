@@ -46,9 +46,10 @@ export function eventDigests({ db, sqlite }: EventLogDatabase) {
     /**
      * Brings the tail up to the log: drops what the copier has copied since, reads what other
      * writers appended (under the write lock, so nothing comes in between). Bounded by how far the
-     * copier is behind, never by the log's size.
+     * copier is behind, never by the log's size. `lastEventId`, when the caller has read it under
+     * the lock, spares the read of newer events when there are none.
      */
-    sync(): void {
+    sync(lastEventId = Infinity): void {
       const through = copiedThrough.get()!.id;
       if (stale || through < copied) {
         // After a rollback, or an event_keys emptied to be rebuilt: read the tail again.
@@ -63,6 +64,7 @@ export function eventDigests({ db, sqlite }: EventLogDatabase) {
       }
       copied = through;
       if (last < copied) last = copied;
+      if (last >= lastEventId) return;
       for (const row of eventsAfter.all({ after: last })) {
         tail.set(row.payloadSha256, row.id);
         last = row.id;
