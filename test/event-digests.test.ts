@@ -8,7 +8,7 @@ import { batchAppender } from "../src/log/append.ts";
 import { runChecks } from "../src/log/check.ts";
 import { closeDatabase, openDatabase, type EventLogDatabase } from "../src/log/database.ts";
 import { COPIED_EVENT } from "../src/log/event-digests.ts";
-import { eventKeysCopier, KEYS_PER_STEP } from "../src/log/event-keys.ts";
+import { copyBacklog, eventKeysCopier, KEYS_PER_STEP, MAX_TAIL_AT_START } from "../src/log/event-keys.ts";
 import { bundledMigrations, migrate } from "../src/log/migrations.ts";
 import { acceptedDelivery } from "./support/accepted-delivery.ts";
 import { tempDir } from "./support/server.ts";
@@ -78,7 +78,7 @@ describe("the appender's duplicate detection", () => {
 const copyAll = (log: EventLogDatabase) => {
   const copy = eventKeysCopier(log);
   let total = 0;
-  for (let copied = KEYS_PER_STEP; copied === KEYS_PER_STEP; total += copied) copied = copy();
+  for (let copied = KEYS_PER_STEP; copied >= KEYS_PER_STEP; total += copied) copied = copy();
   return total;
 };
 
@@ -189,10 +189,41 @@ describe("duplicates across the whole log", () => {
     expect(append([delivery('{"n":25}')])).toEqual([{ id: 25, duplicate: true }]);
     expect(append.digests.held).toBe(10);
     expect(digestsCheck(log)).toMatchObject({ ok: true, data: { unfilled: 10, behind: 10 } });
-    expect(eventKeysCopier(log)()).toBe(0);
+    expect(eventKeysCopier(log)()).toBe(10); // filled in, nothing new to copy
     expect(append([delivery('{"n":26}')])).toEqual([{ id: 26, duplicate: true }]);
     expect(append.digests.held).toBe(0);
     expect(digestsCheck(log)).toMatchObject({ ok: true });
+    closeDatabase(log);
+  });
+
+  test("a log far behind (event_keys emptied to be rebuilt) is copied, a step at a time, before the first batch", () => {
+    const log = openDatabase(join(tempDir(), "far-behind.db"));
+    const total = MAX_TAIL_AT_START + 3 * KEYS_PER_STEP + 5;
+    const append = batchAppender(log);
+    for (let n = 1; n <= total; n += 5000) append(numbered(n, Math.min(5000, total - n + 1)));
+    copyAll(log);
+    // As 0.4.0's copier or a rebuild by hand would leave it: keys without digests, then nothing.
+    log.sqlite.run("UPDATE event_keys SET digest = NULL WHERE event_id > 100");
+    log.sqlite.run("DELETE FROM event_keys WHERE event_id > ?", [total - 2 * KEYS_PER_STEP]);
+    const steps: number[] = [];
+    const copy = eventKeysCopier(log);
+    copyBacklog(log, () => {
+      const wrote = copy();
+      steps.push(wrote);
+      return wrote;
+    });
+    expect(Math.max(...steps)).toBeLessThanOrEqual(2 * KEYS_PER_STEP);
+    const writer = batchAppender(log);
+    writer.warm();
+    expect(writer.digests.held).toBeGreaterThan(0);
+    expect(writer.digests.held).toBeLessThanOrEqual(MAX_TAIL_AT_START);
+    expect(writer([delivery('{"n":1}'), delivery(`{"n":${total}}`), delivery('{"n":200}')])).toEqual([
+      { id: 1, duplicate: true },
+      { id: total, duplicate: true },
+      { id: 200, duplicate: true },
+    ]);
+    copyAll(log);
+    expect(digestsCheck(log)).toMatchObject({ ok: true, data: { copied: total, behind: 0, unfilled: 0 } });
     closeDatabase(log);
   });
 

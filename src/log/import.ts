@@ -5,7 +5,7 @@
 // importing the same export twice changes nothing.
 import { batchAppender, type AcceptedDelivery } from "./append.ts";
 import type { EventLogDatabase } from "./database.ts";
-import { eventKeysCopier, KEYS_PER_STEP } from "./event-keys.ts";
+import { copyBacklog, eventKeysCopier, KEYS_PER_STEP } from "./event-keys.ts";
 
 /** What became of one delivery of a batch. */
 export type ImportOutcome =
@@ -28,6 +28,7 @@ export function deliveryImporter(database: EventLogDatabase) {
   const append = batchAppender(database);
   const { digests } = append;
   const copyKeys = eventKeysCopier(database);
+  copyBacklog(database, copyKeys);
   // Through deliveries_event_id: an event has a handful of deliveries.
   const stored = sqlite.prepare<{ one: number }, [number, string, string | null]>(
     "SELECT 1 AS one FROM deliveries INDEXED BY deliveries_event_id WHERE event_id = ? AND received_at = ? AND raw_body IS ? LIMIT 1",
@@ -84,7 +85,7 @@ export function deliveryImporter(database: EventLogDatabase) {
      */
     copyKeys(): number {
       let total = 0;
-      for (let copied = KEYS_PER_STEP; copied === KEYS_PER_STEP; total += copied) copied = copyKeys();
+      for (let copied = KEYS_PER_STEP; copied >= KEYS_PER_STEP; total += copied) copied = copyKeys();
       return total;
     },
   };

@@ -4,7 +4,7 @@ import { batchAppender, type Appended, type Rejection } from "./append.ts";
 import { unpackBatch, type PackedBatch } from "./batch-message.ts";
 import type { CheckpointRequest } from "./checkpoint-worker.ts";
 import { closeDatabase, openDatabase, type Checkpoints, type EventLogDatabase } from "./database.ts";
-import { eventKeysCopier, KeysFollower } from "./event-keys.ts";
+import { copyBacklog, eventKeysCopier, KeysFollower } from "./event-keys.ts";
 
 export interface WriterOptions {
   path: string;
@@ -37,7 +37,8 @@ self.onmessage = ({ data: request }: MessageEvent<WriterRequest>) => {
       const { path, busyTimeoutMs, checkpoints = "receiver" } = request.options;
       log = openDatabase(path, { busyTimeoutMs, migrate: false, checkpoints });
       append = batchAppender(log);
-      keys = new KeysFollower(eventKeysCopier(log));
+      const copyKeys = eventKeysCopier(log);
+      keys = new KeysFollower(copyKeys);
       // Checkpoints belong to the checkpointer thread; the writer's own automatic checkpoint stays
       // as a backstop at 16 MB of WAL, should the checkpointer fall behind.
       // Under Litestream, neither: it checkpoints, after copying the WAL (openDatabase set 0).
@@ -47,6 +48,7 @@ self.onmessage = ({ data: request }: MessageEvent<WriterRequest>) => {
         checkpointer.postMessage({ type: "start", path, intervalMs: 25 } satisfies CheckpointRequest);
       }
       // The events event_keys does not hold yet: a few steps' worth, whatever the log's size.
+      copyBacklog(log, copyKeys);
       append.warm();
       reply({ type: "ready" });
       // Keys a crashed receiver had not copied yet.
