@@ -46,7 +46,7 @@ export async function describeMachine(): Promise<Machine> {
 }
 
 /** Clock ticks per second of /proc (USER_HZ): 100 on every Linux this runs on. */
-const TICKS = 100;
+export const TICKS = 100;
 
 /** Machine-wide CPU seconds from /proc/stat: busy in processes (user, nice, system), stolen by
  * the hypervisor, and the capacity that elapsed (all columns, all CPUs). */
