@@ -12,9 +12,11 @@ import {
   flagWrk,
   measureFixedRate,
   measureIngest,
+  measureSustained,
   type FixedRateResult,
   type IngestContext,
   type IngestResult,
+  type SustainedResult,
 } from "./ingest.ts";
 import type { LogCheck } from "./log-check.ts";
 import { freePort, memoryOf, sleep, spawnTracked, stop, waitForHttp200 } from "./processes.ts";
@@ -191,6 +193,29 @@ export function measureIngestForwarding(ctx: IngestContext, settings: Settings, 
     settings.forward.catchUpTimeoutSeconds * 1000,
     settings.warmupSeconds + settings.seconds,
     (options) => measureIngest(ctx, "receiver", connections, settings.warmupSeconds, settings.seconds, options),
+  );
+}
+
+export interface SustainedForwarding {
+  result: SustainedResult;
+  forwarding: ForwardingLoad;
+}
+
+/** The sustained run with forwarding on: RSS growth over the minute and peak RSS (the catch-up
+ * after the load included, as in the ingest row). */
+export function measureSustainedForwarding(
+  ctx: IngestContext,
+  settings: Settings,
+  run: { connections: number; expectedRate: number },
+): Promise<SustainedForwarding> {
+  const { seconds, rssEarlyAt } = settings.sustained;
+  return withForwarding(
+    ctx,
+    "sustained",
+    `${SERVER_LABELS.receiver}, sustained ${seconds} s, ${FORWARD_SETTINGS_NOTE}`,
+    settings.forward.catchUpTimeoutSeconds * 1000,
+    seconds,
+    (options) => measureSustained(ctx, { seconds, rssEarlyAt, ...run }, options),
   );
 }
 

@@ -6,6 +6,7 @@ import { postDelivery, signedDelivery, threadSpec, type DeliveryPool } from "./d
 import { checkLog, type LogCheck } from "./log-check.ts";
 import { memoryOf, RssSampler, stop } from "./processes.ts";
 import { SERVER_LABELS, serverLogTail, startServer, type Paths, type RunningServer, type Secrets, type ServerKind } from "./servers.ts";
+import { cpuSplit, sampleThreads, type CpuSplit } from "./threads.ts";
 import { runWrk, socketErrorCount, type WrkResult } from "./wrk.ts";
 
 export interface IngestContext {
@@ -27,7 +28,12 @@ export interface IngestResult {
   peakRssBytes: number;
   exit: number | string;
   logCheck: LogCheck | null;
+  /** The receiver's CPU by thread over the measured run, per delivery acknowledged (null for the peers). */
+  cpu: CpuSplit | null;
 }
+
+/** The roles of the receiver's "Worker" threads in the order src/ creates them (see threads.ts). */
+const RECEIVER_WORKERS = ["writer", "checkpointer", "forwarder"] as const;
 
 /** What a caller can change about one receiver measurement (forward.ts runs the same rows with
  * forwarding on). */
@@ -136,12 +142,14 @@ export async function measureIngest(
     flagWrk(ctx, `${what} (warm-up)`, warm, kind === "receiver");
     const added = ctx.pool.ensure(poolNeed(warm, seconds));
     if (added > 0) ctx.log(`  (pool grown by ${added} deliveries for the measured run)`);
+    const threadsBefore = kind === "receiver" ? sampleThreads(server.child.pid) : null;
     const measured = await runWrk({ ...load, seconds, offsets: warm.threads.map((t) => t.pos) });
+    const cpu = threadsBefore === null ? null : cpuSplit(threadsBefore, sampleThreads(server.child.pid), server.child.pid, measured.ok, RECEIVER_WORKERS);
     flagWrk(ctx, what, measured, kind === "receiver");
     await afterLoad?.(server);
     const peakRssBytes = sampler.finish();
     const { exit, logCheck } = await finish(ctx, server, what, [warm, measured]);
-    return { kind, connections, wrk: measured, peakRssBytes, exit, logCheck };
+    return { kind, connections, wrk: measured, peakRssBytes, exit, logCheck, cpu };
   } finally {
     sampler.finish();
     await stop(server.child);
@@ -207,14 +215,17 @@ export interface SustainedResult {
 export async function measureSustained(
   ctx: IngestContext,
   { seconds, connections, rssEarlyAt, expectedRate }: { seconds: number; connections: number; rssEarlyAt: number; expectedRate: number },
+  { receiverEnv, variant, beforeLoad, afterLoad }: RunOptions = {},
 ): Promise<SustainedResult> {
-  const what = `${SERVER_LABELS.receiver}, sustained ${seconds} s`;
+  const what = `${SERVER_LABELS.receiver}${variant ? ` (${variant})` : ""}, sustained ${seconds} s`;
   const added = ctx.pool.ensure(Math.ceil((expectedRate * seconds * POOL_MARGIN) / ctx.threads) + 1000);
   if (added > 0) ctx.log(`  (pool grown by ${added} deliveries for the sustained run)`);
-  const server = await startServer("receiver", ctx.paths, ctx.secrets, dataDirFor(ctx, "receiver-sustained"));
+  const dataDir = dataDirFor(ctx, `receiver-sustained${variant ? `-${variant.replaceAll(" ", "-")}` : ""}`);
+  const server = await startServer("receiver", ctx.paths, ctx.secrets, dataDir, receiverEnv);
   const peak = new RssSampler(server.child.pid);
   const rssBySecond: [number, number][] = [];
   try {
+    await beforeLoad?.(server);
     const started = performance.now();
     const perSecond = setInterval(() => {
       const memory = memoryOf(server.child.pid);
@@ -235,6 +246,7 @@ export async function measureSustained(
       clearInterval(perSecond);
     }
     flagWrk(ctx, what, result, true);
+    await afterLoad?.(server);
     const peakRssBytes = peak.finish();
     const { logCheck } = await finish(ctx, server, what, [result]);
     const at = (second: number) => rssBySecond.reduce((best, s) => (Math.abs(s[0] - second) < Math.abs(best[0] - second) ? s : best));

@@ -12,13 +12,17 @@ export interface SpawnOptions {
   logFile?: string;
 }
 
-/** Starts a child and registers it for cleanup. */
-export function spawnTracked(cmd: string[], { cwd, env, logFile }: SpawnOptions = {}): Subprocess {
-  const output = logFile === undefined ? "ignore" : Bun.file(logFile);
-  const child = Bun.spawn(cmd, { cwd, env: env ?? process.env, stdin: "ignore", stdout: output, stderr: output });
+/** Registers a child spawned elsewhere for cleanup. */
+export function track<T extends Subprocess>(child: T): T {
   live.add(child);
   void child.exited.then(() => live.delete(child));
   return child;
+}
+
+/** Starts a child and registers it for cleanup. */
+export function spawnTracked(cmd: string[], { cwd, env, logFile }: SpawnOptions = {}): Subprocess {
+  const output = logFile === undefined ? "ignore" : Bun.file(logFile);
+  return track(Bun.spawn(cmd, { cwd, env: env ?? process.env, stdin: "ignore", stdout: output, stderr: output }));
 }
 
 /** Runs a command to completion (registered while it runs); throws with its output on failure. */

@@ -1,11 +1,12 @@
 // The one table the run ends with (Markdown, so it pastes into the README as it is), the receiver's
-// ratios to each peer, the extra figures, and PASS/FAIL against issue 3's targets.
+// ratios to each peer, the extra figures, and PASS/FAIL against the targets of issues 3 and 17.
 import { TARGETS, type Settings } from "./config.ts";
-import type { FixedRateForwarding, IngestForwarding, OutageResult } from "./forward.ts";
+import type { FixedRateForwarding, IngestForwarding, OutageResult, SustainedForwarding } from "./forward.ts";
 import type { FixedRateResult, IngestResult, SustainedResult } from "./ingest.ts";
 import type { Machine, Noise } from "./machine.ts";
 import type { QueryResult } from "./query.ts";
-import type { FixedRateStreams } from "./streams.ts";
+import type { FixedRateStreams, SustainedStreams } from "./streams.ts";
+import type { CpuSplit } from "./threads.ts";
 import { SERVER_KINDS, type ServerKind } from "./servers.ts";
 import { socketErrorCount } from "./wrk.ts";
 
@@ -22,6 +23,8 @@ export interface RunReport {
   ingest: IngestResult[];
   fixedRate: FixedRateResult;
   sustained: SustainedResult;
+  sustainedStreams: SustainedStreams;
+  sustainedForwarding: SustainedForwarding;
   forwarding: { fixedRate: FixedRateForwarding; ingest: IngestForwarding; outage: OutageResult };
   streams: FixedRateStreams;
   query: QueryResult;
@@ -103,8 +106,106 @@ function ratioTable(report: RunReport, verdicts: Verdicts): string {
   return table(["conns", "receiver / floor", "receiver / Express", "receiver / ceiling"], rows);
 }
 
+/** µs of CPU per delivery by thread, largest first: "main 39.5, writer 29.5, …; total 83.5". */
+export function formatCpuSplit(split: CpuSplit): string {
+  const MINOR = 1; // µs a delivery: threads below it are summed as "others"
+  const major = split.roles.filter((r) => r.cpuUsPerDelivery >= MINOR);
+  const minor = split.roles.filter((r) => r.cpuUsPerDelivery < MINOR);
+  const name = (r: CpuSplit["roles"][number]) => (r.threads > 1 ? `${r.role} (${r.threads} threads)` : r.role);
+  const parts = major.map((r) => `${name(r)} ${r.cpuUsPerDelivery.toFixed(1)}`);
+  if (minor.length > 0) parts.push(`others ${minor.reduce((sum, r) => sum + r.cpuUsPerDelivery, 0).toFixed(1)}`);
+  return `${parts.join(", ")}; total ${split.totalUsPerDelivery.toFixed(1)} µs`;
+}
+
+function cpuFigures(report: RunReport, add: Add): void {
+  const rows: [string, IngestResult | undefined][] = [
+    ["", find(report.ingest, "receiver", report.settings.connections[0]!)],
+    [" with forwarding on", report.forwarding.ingest.result],
+  ];
+  for (const [variant, r] of rows) {
+    if (r?.cpu == null) continue;
+    const writer = r.cpu.roles.find((t) => t.role === "writer");
+    const checkpointer = r.cpu.roles.find((t) => t.role === "checkpointer");
+    const io = `writer wrote ${int(writer?.writtenBytesPerDelivery ?? NaN)} B a delivery, checkpointer read ${int(checkpointer?.readBytesPerDelivery ?? NaN)}`;
+    add(
+      `CPU per stored delivery by thread, µs (utime+stime from /proc/<pid>/task/*/stat over the measured ${r.connections}-connection run${variant}, ` +
+        `${int(r.cpu.deliveries)} deliveries; workers named by creation order, ${r.cpu.rolesConfirmed ? "confirmed" : "**not confirmed**"} by their I/O: ${io})`,
+      formatCpuSplit(r.cpu),
+      "reported",
+      null,
+    );
+  }
+}
+
+function sustainedFigures(add: Add, runs: [string, SustainedResult][]): void {
+  for (const [label, sustained] of runs) {
+    const growth = sustained.rssEnd.bytes - sustained.rssEarly.bytes;
+    add(
+      `RSS during a ${sustained.seconds}-s sustained run${label} (${int(sustained.wrk.reqPerSec)} req/s): at ${sustained.rssEarly.at} s / at ${sustained.rssEnd.at} s`,
+      `${mb(sustained.rssEarly.bytes)} / ${mb(sustained.rssEnd.bytes)} MB (${growth >= 0 ? "+" : ""}${mb(growth)} MB)`,
+      `growth <= ${mb(TARGETS.rssGrowthBytes)} MB`,
+      growth <= TARGETS.rssGrowthBytes,
+    );
+  }
+  for (const [label, sustained] of runs.slice(1)) {
+    add(`receiver peak RSS in the sustained run${label}`, `${mb(sustained.peakRssBytes)} MB`, `<= ${mb(TARGETS.peakRssBytes)} MB`, sustained.peakRssBytes <= TARGETS.peakRssBytes);
+  }
+}
+
+function longLogFigures(report: RunReport, add: Add): void {
+  const { query } = report;
+  const built = query.log;
+  const n = int(built.events);
+  add(
+    `the long-lived app's log: ${n} events by \`icr-receiver import -\` of generated signed deliveries (payloads about 250 B), ` +
+      (built.cached ? `from the cache (built ${built.builtAt.slice(0, 16).replace("T", " ")} UTC)` : "built in this run") +
+      `; disk before the build: ${built.diskBefore}`,
+    `built in ${int(built.buildSeconds)} s (import ${int(built.importSeconds)} s, check ${int(built.checkSeconds)} s)`,
+    "minutes",
+    null,
+  );
+  add(
+    `\`icr-receiver check\` on that log at the end of this run; the database's bytes per event (${(query.bytesPerEvent * built.events / 2 ** 30).toFixed(2)} GiB)`,
+    `${Number.isFinite(query.checkSeconds) ? `${query.checkSeconds.toFixed(1)} s` : "failed"}; ${int(query.bytesPerEvent)} B/event`,
+    "passes; reported",
+    Number.isFinite(query.checkSeconds),
+  );
+  const { empty, large } = query;
+  const each = (starts: { firstAcceptMs: number }[]) => starts.map((s) => int(s.firstAcceptMs)).join(", ");
+  const acceptPass = large.firstAcceptMs <= TARGETS.firstAcceptMs && large.firstAcceptMs <= TARGETS.firstAcceptOverEmpty * empty.firstAcceptMs;
+  add(
+    `spawn to the first 202 (a new delivery posted at /healthz 200), median of ${large.starts.length} starts on each log: ${n} events (${each(large.starts)} ms) / empty log (${each(empty.starts)} ms); ` +
+      `to /healthz 200: ${int(large.readyMs)} / ${int(empty.readyMs)} ms`,
+    `${int(large.firstAcceptMs)} / ${int(empty.firstAcceptMs)} ms (${(large.firstAcceptMs / empty.firstAcceptMs).toFixed(1)}x)`,
+    `<= ${TARGETS.firstAcceptMs} ms and <= ${TARGETS.firstAcceptOverEmpty}x the empty log's`,
+    acceptPass,
+  );
+  const over = large.idleRssBytes - empty.idleRssBytes;
+  add(
+    `idle RSS 1 s after that 202 (and a duplicate of a loaded delivery), median: ${n} events / empty log`,
+    `${mb(large.idleRssBytes)} / ${mb(empty.idleRssBytes)} MB (${over >= 0 ? "+" : ""}${mb(over)} MB)`,
+    `<= ${mb(TARGETS.idleRssOverEmptyBytes)} MB above the empty log's`,
+    over <= TARGETS.idleRssOverEmptyBytes,
+  );
+  const scale = `${n} events, ${int(built.matching)} matching`;
+  add(`GET /events?event=${"warehouseTransaction"}&organization=org-1&limit=100, first page p50 / p95 (${scale}; ${query.firstPage.count} times)`, `${ms(query.firstPage.p50)} / ${ms(query.firstPage.p95)} ms`, `p95 <= ${TARGETS.queryP95Ms} ms`, query.firstPage.p95 <= TARGETS.queryP95Ms);
+  add(
+    `GET /events walking pages 1-${query.walk.pages} by cursor, p50 / p95 (max)`,
+    `${ms(query.walk.p50)} / ${ms(query.walk.p95)} ms (${ms(query.walk.max)})`,
+    `p95 <= ${TARGETS.queryP95Ms} ms`,
+    query.walk.p95 <= TARGETS.queryP95Ms && query.walk.pages === query.lastPage.page,
+  );
+  add(
+    `GET /events page ${query.lastPage.page} p50 / p95 (${query.lastPage.count} times)`,
+    `${ms(query.lastPage.p50)} / ${ms(query.lastPage.p95)} ms`,
+    `p95 <= ${TARGETS.queryP95Ms} ms, p50 <= ${TARGETS.lastPageSlowdown}x page 1's`,
+    query.lastPage.p95 <= TARGETS.queryP95Ms && query.lastPage.p50 <= TARGETS.lastPageSlowdown * query.firstPage.p50,
+  );
+  add(`peak RSS while serving the queries`, `${mb(query.peakRssBytes)} MB`, "reported", null);
+}
+
 function extraFigures(report: RunReport, verdicts: Verdicts): void {
-  const { fixedRate, sustained, query } = report;
+  const { fixedRate, sustained, sustainedStreams, sustainedForwarding } = report;
   const add = (figure: string, value: string, target: string, pass: boolean | null) => {
     verdicts.lines.push([figure, value, target, pass === null ? "" : verdict(pass)]);
     if (pass === false) verdicts.failures++;
@@ -125,18 +226,20 @@ function extraFigures(report: RunReport, verdicts: Verdicts): void {
     withStreams.wrk.latencyMs.p99 <= TARGETS.fixedRateP99Ms && withStreams.wrk.reqPerSec >= withStreams.rate * 0.95 && streams.fewest === streams.stored,
   );
   forwardingFigures(report, add);
+  cpuFigures(report, add);
   const receiverRuns = [...report.ingest.filter((r) => r.kind === "receiver"), sustained];
   const peak = Math.max(...receiverRuns.map((r) => r.peakRssBytes));
-  add("receiver peak RSS over all ingest runs", `${mb(peak)} MB`, `<= ${mb(TARGETS.peakRssBytes)} MB`, peak <= TARGETS.peakRssBytes);
-  const growth = sustained.rssEnd.bytes - sustained.rssEarly.bytes;
-  add(
-    `RSS during a ${sustained.seconds}-s sustained run (${int(sustained.wrk.reqPerSec)} req/s): at ${sustained.rssEarly.at} s / at ${sustained.rssEnd.at} s`,
-    `${mb(sustained.rssEarly.bytes)} / ${mb(sustained.rssEnd.bytes)} MB (${growth >= 0 ? "+" : ""}${mb(growth)} MB)`,
-    `growth <= ${mb(TARGETS.rssGrowthBytes)} MB`,
-    growth <= TARGETS.rssGrowthBytes,
-  );
+  add("receiver peak RSS over all ingest runs (forwarding off)", `${mb(peak)} MB`, `<= ${mb(TARGETS.peakRssBytes)} MB`, peak <= TARGETS.peakRssBytes);
+  sustainedFigures(add, [
+    ["", sustained],
+    [` with ${sustainedStreams.streams} open event streams (each received ${sustainedStreams.fewest === sustainedStreams.most ? int(sustainedStreams.fewest) : `${int(sustainedStreams.fewest)}-${int(sustainedStreams.most)}`} of the ${int(sustainedStreams.stored)} events stored)`, sustainedStreams.result],
+    [
+      ` with forwarding on (lag ${int(sustainedForwarding.forwarding.atLoadEnd.pending)} at its end, pending 0 ${seconds(sustainedForwarding.forwarding.catchUpSeconds)} later; peak includes the catch-up)`,
+      sustainedForwarding.result,
+    ],
+  ]);
   const { forwarding } = report;
-  const checks = [...receiverRuns, fixedRate, streams.result, forwarding.fixedRate.result, forwarding.ingest.result, forwarding.outage]
+  const checks = [...receiverRuns, sustainedStreams.result, sustainedForwarding.result, fixedRate, streams.result, forwarding.fixedRate.result, forwarding.ingest.result, forwarding.outage]
     .map((r) => r.logCheck)
     .filter((c) => c !== null);
   const acknowledged = checks.reduce((s, c) => s + c.acknowledged, 0);
@@ -148,24 +251,7 @@ function extraFigures(report: RunReport, verdicts: Verdicts): void {
     "none missing",
     missing === 0 && checks.every((c) => c.problems.length === 0),
   );
-  const scale = `${int(query.events)} events, ${int(query.matching)} matching`;
-  add(`GET /events first page p50 / p95 (${scale}; ${query.firstPage.count} times)`, `${ms(query.firstPage.p50)} / ${ms(query.firstPage.p95)} ms`, `p95 <= ${TARGETS.queryP95Ms} ms`, query.firstPage.p95 <= TARGETS.queryP95Ms);
-  add(
-    `GET /events walking pages 1-${query.walk.pages} by cursor, p50 / p95 (max)`,
-    `${ms(query.walk.p50)} / ${ms(query.walk.p95)} ms (${ms(query.walk.max)})`,
-    `p95 <= ${TARGETS.queryP95Ms} ms`,
-    query.walk.p95 <= TARGETS.queryP95Ms && query.walk.pages === query.lastPage.page,
-  );
-  add(
-    `GET /events page ${query.lastPage.page} p50 / p95 (${query.lastPage.count} times)`,
-    `${ms(query.lastPage.p50)} / ${ms(query.lastPage.p95)} ms`,
-    `p95 <= ${TARGETS.queryP95Ms} ms, p50 <= ${TARGETS.lastPageSlowdown}x page 1's`,
-    query.lastPage.p95 <= TARGETS.queryP95Ms && query.lastPage.p50 <= TARGETS.lastPageSlowdown * query.firstPage.p50,
-  );
-  add(`start-up to ready on the ${int(query.events)}-event log (${(query.databaseBytes / 2 ** 30).toFixed(2)} GiB), spawn to /healthz 200`, `${int(query.startupMs)} ms`, "reported", null);
-  add("start-up to the first 202 on that log (a new delivery posted at /healthz 200; it waits for the writer's digest index)", `${int(query.firstAcceptMs)} ms`, "reported", null);
-  add(`idle RSS on that log (1 s after ready)`, `${mb(query.idleRssBytes)} MB`, "reported", null);
-  add(`peak RSS while serving the queries`, `${mb(query.peakRssBytes)} MB`, "reported", null);
+  longLogFigures(report, add);
 }
 
 type Add = (figure: string, value: string, target: string, pass: boolean | null) => void;

@@ -1,54 +1,61 @@
-// `bun run bench [--quick] [--no-peer-cache]`: issue 3's benchmark. Installs wrk if needed, builds
-// the receiver, installs the Express peer, then measures, in one run and under the same load, the
-// HTTP ceiling, the durable floor, the Express peer and the compiled receiver; then the receiver
-// alone at a fixed rate, for a sustained minute, with forwarding on (forward.ts: at the fixed rate, at
-// full speed, and through an outage of its destination), and on a log of 1,000,000 events. Prints one
-// Markdown report with PASS/FAIL against the targets.
+// `bun run bench [--quick] [--no-peer-cache] [--rebuild-log]`: the benchmark of issues 3 and 17.
+// Installs wrk if needed, builds the receiver, installs the Express peer, builds (or finds in its
+// cache) the long-lived app's log of 10,000,000 events, then measures, in one run and under the same
+// load, the HTTP ceiling, the durable floor, the Express peer and the compiled receiver (with its CPU
+// by thread); then the receiver alone at a fixed rate and for a sustained minute, each also with 50
+// open event streams and with forwarding on (forward.ts: also at full speed, and through an outage
+// of its destination), and on the long-lived app's log. Prints one Markdown report with PASS/FAIL
+// against the targets.
 //
 // Exit status: 0 every target met; 2 the run is valid but a target was missed; 1 the run is invalid
 // (an error, a receiver failure, a 2xx delivery missing from the log, a pool that ran dry).
 //
 // Loopback only; every process it starts is stopped and every file it writes is removed at the end,
-// on error and on Ctrl-C too (except the Express peer's install cache, see setup.ts).
+// on error and on Ctrl-C too (except the caches of the Express peer's install, see setup.ts, and of
+// the long-lived app's log, see big-log.ts).
 import { randomBytes } from "node:crypto";
 import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
+import { bigLog } from "./big-log.ts";
 import { FULL, QUICK, type Settings } from "./config.ts";
 import { DeliveryPool } from "./deliveries.ts";
-import { measureFixedRateForwarding, measureIngestForwarding, measureOutage } from "./forward.ts";
+import { measureFixedRateForwarding, measureIngestForwarding, measureOutage, measureSustainedForwarding } from "./forward.ts";
 import { measureFixedRate, measureIngest, measureSustained, type IngestContext, type IngestResult } from "./ingest.ts";
 import { describeMachine, sampleNoise } from "./machine.ts";
 import { stopAll } from "./processes.ts";
 import { measureQueries } from "./query.ts";
-import { renderReport } from "./report.ts";
+import { formatCpuSplit, renderReport } from "./report.ts";
 import { SERVER_KINDS, SERVER_LABELS } from "./servers.ts";
-import { measureFixedRateStreams } from "./streams.ts";
+import { measureFixedRateStreams, measureSustainedStreams } from "./streams.ts";
 import { buildReceiver, ensureWrk, expressPeer, sourceRevision } from "./setup.ts";
 import { socketErrorCount } from "./wrk.ts";
 
-/** Open event streams during the fixed-rate row that measures what they cost ingest (issue 13). */
+/** Open event streams during the fixed-rate and sustained rows that measure what they cost ingest (issues 13, 17). */
 const STREAMS = 50;
 
-const USAGE = `usage: bun run bench [--quick] [--no-peer-cache]
-  --quick          a short smoke run (about 2 minutes): shorter runs, a 200,000-event log
+const USAGE = `usage: bun run bench [--quick] [--no-peer-cache] [--rebuild-log]
+  --quick          a short smoke run (about 3 minutes): shorter runs, a 200,000-event log
   --no-peer-cache  install the Express peer into the run's temporary directory instead of reusing
-                   the copy cached under ~/.cache/icr-receiver-bench (its native build takes ~1.5 min)`;
+                   the copy cached under ~/.cache/icr-receiver-bench (its native build takes ~1.5 min)
+  --rebuild-log    build the long-lived app's log again although ~/.cache/icr-receiver-bench holds
+                   one for this events count, generator and drizzle/ migrations (10,000,000 events:
+                   minutes, about 10 GB)`;
 
 const REPO_DIR = resolve(import.meta.dir, "..");
 const PEERS_DIR = resolve(REPO_DIR, "..", "shared", "peers");
 
 const log = (line: string) => console.log(line);
 
-function parseArgs(argv: string[]): { settings: Settings; peerCache: boolean } {
-  const known = new Set(["--quick", "--no-peer-cache", "--help", "-h"]);
+function parseArgs(argv: string[]): { settings: Settings; peerCache: boolean; rebuildLog: boolean } {
+  const known = new Set(["--quick", "--no-peer-cache", "--rebuild-log", "--help", "-h"]);
   const unknown = argv.filter((a) => !known.has(a));
   if (argv.includes("--help") || argv.includes("-h") || unknown.length > 0) {
     if (unknown.length > 0) console.error(`unknown argument(s): ${unknown.join(" ")}`);
     console.error(USAGE);
     process.exit(unknown.length > 0 ? 64 : 0);
   }
-  return { settings: argv.includes("--quick") ? QUICK : FULL, peerCache: !argv.includes("--no-peer-cache") };
+  return { settings: argv.includes("--quick") ? QUICK : FULL, peerCache: !argv.includes("--no-peer-cache"), rebuildLog: argv.includes("--rebuild-log") };
 }
 
 /** Stops every child and removes the run's directory; safe to call more than once. */
@@ -66,12 +73,13 @@ function describe(r: IngestResult): string {
   return (
     `  ${SERVER_LABELS[r.kind]}, ${r.connections} conns: ${Math.round(w.reqPerSec).toLocaleString("en-US")} req/s, ` +
     `p50 ${w.latencyMs.p50.toFixed(2)} ms, p99 ${w.latencyMs.p99.toFixed(2)} ms, peak RSS ${(r.peakRssBytes / 1e6).toFixed(1)} MB, ` +
-    `non-2xx ${w.non2xx}, socket errors ${socketErrorCount(w)}, other CPU ${Math.round(w.noise.other * 100)}%`
+    `non-2xx ${w.non2xx}, socket errors ${socketErrorCount(w)}, other CPU ${Math.round(w.noise.other * 100)}%` +
+    (r.cpu === null ? "" : `\n  CPU per delivery by thread (µs): ${formatCpuSplit(r.cpu)}${r.cpu.rolesConfirmed ? "" : " (worker roles NOT confirmed by their I/O)"}`)
   );
 }
 
 async function main(): Promise<number> {
-  const { settings, peerCache } = parseArgs(Bun.argv.slice(2));
+  const { settings, peerCache, rebuildLog } = parseArgs(Bun.argv.slice(2));
   const startedAt = new Date();
   const started = performance.now();
   const root = mkdtempSync(join(tmpdir(), "icr-receiver-bench-"));
@@ -86,10 +94,13 @@ async function main(): Promise<number> {
       void cleanup().finally(() => process.exit(signal === "SIGINT" ? 130 : 143));
     });
   }
-  const watchdog = setTimeout(() => {
-    console.error(`the benchmark exceeded ${settings.watchdogSeconds} s: aborting`);
-    void cleanup().finally(() => process.exit(1));
-  }, settings.watchdogSeconds * 1000);
+  let watchdog: Timer | undefined;
+  const startWatchdog = () => {
+    watchdog = setTimeout(() => {
+      console.error(`the benchmark exceeded ${settings.watchdogSeconds} s after its setup: aborting`);
+      void cleanup().finally(() => process.exit(1));
+    }, settings.watchdogSeconds * 1000);
+  };
 
   try {
     log(`icr-receiver benchmark, ${settings.mode} mode; working directory ${root}`);
@@ -100,6 +111,10 @@ async function main(): Promise<number> {
     const receiverBinary = await buildReceiver(REPO_DIR, binDir);
     const expressDir = await expressPeer(join(PEERS_DIR, "express-peer"), root, { cache: peerCache, log });
     const [machine, revision] = await Promise.all([describeMachine(), sourceRevision(REPO_DIR)]);
+    // Before any measurement: building it keeps both cores busy for minutes.
+    log(`the long-lived app's log: ${settings.query.events.toLocaleString("en-US")} events`);
+    const longLog = await bigLog(receiverBinary, { events: settings.query.events, matchingPerTen: settings.query.matchingPerTen }, { rebuild: rebuildLog, log });
+    startWatchdog();
 
     const secrets = { webhookSecret: randomBytes(24).toString("hex"), queryToken: randomBytes(24).toString("hex") };
     const poolDir = join(root, "pool");
@@ -145,6 +160,20 @@ async function main(): Promise<number> {
       expectedRate: receiverRate,
     });
     log(`  RSS by second (MB): ${sustained.rssBySecond.map(([, b]) => (b / 1e6).toFixed(0)).join(" ")}`);
+    const sustainedRun = { connections: targetConnections, expectedRate: receiverRate };
+    log(`receiver sustained for ${settings.sustained.seconds} s with ${STREAMS} open event streams`);
+    const sustainedStreams = await measureSustainedStreams(ctx, settings, STREAMS, sustainedRun);
+    log(
+      `  ${Math.round(sustainedStreams.result.wrk.reqPerSec)} req/s; each stream received ${sustainedStreams.fewest}-${sustainedStreams.most} of ${sustainedStreams.stored}; ` +
+        `RSS by second (MB): ${sustainedStreams.result.rssBySecond.map(([, b]) => (b / 1e6).toFixed(0)).join(" ")}`,
+    );
+    log(`receiver sustained for ${settings.sustained.seconds} s with forwarding on`);
+    const sustainedForwarding = await measureSustainedForwarding(ctx, settings, sustainedRun);
+    log(
+      `  ${Math.round(sustainedForwarding.result.wrk.reqPerSec)} req/s; lag ${sustainedForwarding.forwarding.atLoadEnd.pending} at the end, pending 0 after ` +
+        `${sustainedForwarding.forwarding.catchUpSeconds === null ? "(timed out)" : `${sustainedForwarding.forwarding.catchUpSeconds.toFixed(1)} s`}; ` +
+        `RSS by second (MB): ${sustainedForwarding.result.rssBySecond.map(([, b]) => (b / 1e6).toFixed(0)).join(" ")}`,
+    );
 
     log(`receiver at a fixed ${settings.fixedRate.rate} req/s with ${STREAMS} open event streams`);
     const streams = await measureFixedRateStreams(ctx, settings, STREAMS);
@@ -175,15 +204,15 @@ async function main(): Promise<number> {
         outage.rssBySecond.map(([, b]) => (b / 1e6).toFixed(0)).join(" "),
     );
 
-    log(`query benchmark: ${settings.query.events.toLocaleString("en-US")} events`);
+    log(`the long-lived app: ${settings.query.events.toLocaleString("en-US")} events against an empty log; queries; check`);
     rmSync(poolDir, { recursive: true, force: true }); // the pools are not needed any more: free the disk
-    const query = await measureQueries(ctx.paths, secrets, root, settings.query, log);
+    const query = await measureQueries(ctx.paths, secrets, root, longLog, settings.query, log);
     ctx.problems.push(...query.problems);
 
     const noiseAfter = await sampleNoise();
     const { text, failures } = renderReport({
       settings,
-      command: `bun run bench${settings.mode === "quick" ? " --quick" : ""}`,
+      command: `bun run bench${settings.mode === "quick" ? " --quick" : ""}${rebuildLog ? " --rebuild-log" : ""}`,
       startedAt,
       elapsedSeconds: (performance.now() - started) / 1000,
       revision,
@@ -194,6 +223,8 @@ async function main(): Promise<number> {
       ingest,
       fixedRate,
       sustained,
+      sustainedStreams,
+      sustainedForwarding,
       forwarding: { fixedRate: fixedForwarding, ingest: ingestForwarding, outage },
       streams,
       query,
@@ -207,7 +238,7 @@ async function main(): Promise<number> {
     console.error(`\nbenchmark failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
     return 1;
   } finally {
-    clearTimeout(watchdog);
+    if (watchdog !== undefined) clearTimeout(watchdog);
     await cleanup();
   }
 }

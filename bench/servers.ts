@@ -88,7 +88,8 @@ function command(
 /**
  * Starts a server on a free port with `dataDir` as its data directory and waits until it is
  * ready: the receiver when GET /healthz answers 200, the peers when they accept connections.
- * `receiverEnv`: more ICR_RECEIVER_* settings for the receiver (forwarding, see forward.ts).
+ * `receiverEnv`: more ICR_RECEIVER_* settings for the receiver (forwarding, see forward.ts; a log
+ * outside the data directory, see query.ts).
  */
 export async function startServer(
   kind: ServerKind,
@@ -101,7 +102,7 @@ export async function startServer(
   const { cmd, env, cwd } = command(kind, paths, secrets, port, dataDir, receiverEnv);
   const spawnedAt = performance.now();
   const child = spawnTracked(cmd, { env, cwd, logFile: join(dataDir, `${kind}.log`) });
-  const receiverDb = kind === "receiver" ? join(dataDir, "icr-receiver.db") : null;
+  const receiverDb = kind === "receiver" ? (receiverEnv.ICR_RECEIVER_DB ?? join(dataDir, "icr-receiver.db")) : null;
   const server: RunningServer = { kind, child, port, dataDir, receiverDb, spawnedAt, readyAt: NaN };
   try {
     if (kind === "receiver") {

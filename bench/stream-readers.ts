@@ -1,6 +1,7 @@
 // Holds STREAMS open event streams (GET /events/stream) on the receiver at STREAM_URL and reads
-// them as a client would, in a process of its own. Prints "ready" once every stream is open; on
-// SIGTERM prints one JSON line, how many events each stream received, and exits.
+// them as a client would, in a process of its own. Prints "ready" once every stream is open, then
+// every second one JSON line of how many events each stream has received; on SIGTERM one last
+// such line, and exits.
 const url = process.env.STREAM_URL!;
 const token = process.env.QUERY_TOKEN!;
 const streams = Number(process.env.STREAMS ?? 50);
@@ -27,10 +28,18 @@ async function read(i: number, opened: () => void): Promise<void> {
   }
 }
 
+const report = () => console.log(JSON.stringify({ counts }));
 let open = 0;
-for (let i = 0; i < streams; i++) void read(i, () => ++open === streams && console.log("ready")).catch((error) => (console.error(String(error)), process.exit(1)));
+for (let i = 0; i < streams; i++) {
+  void read(i, () => {
+    if (++open === streams) {
+      console.log("ready");
+      setInterval(report, 1000);
+    }
+  }).catch((error) => (console.error(String(error)), process.exit(1)));
+}
 process.on("SIGTERM", () => {
   controller.abort();
-  console.log(JSON.stringify({ counts }));
+  report();
   process.exit(0);
 });
