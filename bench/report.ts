@@ -201,7 +201,7 @@ function longLogFigures(report: RunReport, add: Add): void {
     `p95 <= ${TARGETS.queryP95Ms} ms, p50 <= ${TARGETS.lastPageSlowdown}x page 1's`,
     query.lastPage.p95 <= TARGETS.queryP95Ms && query.lastPage.p50 <= TARGETS.lastPageSlowdown * query.firstPage.p50,
   );
-  add(`peak RSS while serving the queries`, `${mb(query.peakRssBytes)} MB`, "reported", null);
+  add("peak RSS of the receiver that served the queries (VmHWM: its start-up on the log included)", `${mb(query.peakRssBytes)} MB`, "reported", null);
 }
 
 function extraFigures(report: RunReport, verdicts: Verdicts): void {
