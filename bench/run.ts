@@ -34,28 +34,29 @@ import { socketErrorCount } from "./wrk.ts";
 /** Open event streams during the fixed-rate and sustained rows that measure what they cost ingest (issues 13, 17). */
 const STREAMS = 50;
 
-const USAGE = `usage: bun run bench [--quick] [--no-peer-cache] [--rebuild-log]
+const USAGE = `usage: bun run bench [--quick] [--no-peer-cache] [--rebuild-log] [--log-only]
   --quick          a short smoke run (about 3 minutes): shorter runs, a 200,000-event log
   --no-peer-cache  install the Express peer into the run's temporary directory instead of reusing
                    the copy cached under ~/.cache/icr-receiver-bench (its native build takes ~1.5 min)
   --rebuild-log    build the long-lived app's log again although ~/.cache/icr-receiver-bench holds
                    one for this events count, generator and drizzle/ migrations (10,000,000 events:
-                   minutes, about 10 GB)`;
+                   minutes, about 10 GB)
+  --log-only       build (or find in the cache) the long-lived app's log, print where, and stop`;
 
 const REPO_DIR = resolve(import.meta.dir, "..");
 const PEERS_DIR = resolve(REPO_DIR, "..", "shared", "peers");
 
 const log = (line: string) => console.log(line);
 
-function parseArgs(argv: string[]): { settings: Settings; peerCache: boolean; rebuildLog: boolean } {
-  const known = new Set(["--quick", "--no-peer-cache", "--rebuild-log", "--help", "-h"]);
+function parseArgs(argv: string[]): { settings: Settings; peerCache: boolean; rebuildLog: boolean; logOnly: boolean } {
+  const known = new Set(["--quick", "--no-peer-cache", "--rebuild-log", "--log-only", "--help", "-h"]);
   const unknown = argv.filter((a) => !known.has(a));
   if (argv.includes("--help") || argv.includes("-h") || unknown.length > 0) {
     if (unknown.length > 0) console.error(`unknown argument(s): ${unknown.join(" ")}`);
     console.error(USAGE);
     process.exit(unknown.length > 0 ? 64 : 0);
   }
-  return { settings: argv.includes("--quick") ? QUICK : FULL, peerCache: !argv.includes("--no-peer-cache"), rebuildLog: argv.includes("--rebuild-log") };
+  return { settings: argv.includes("--quick") ? QUICK : FULL, peerCache: !argv.includes("--no-peer-cache"), rebuildLog: argv.includes("--rebuild-log"), logOnly: argv.includes("--log-only") };
 }
 
 /** Stops every child and removes the run's directory; safe to call more than once. */
@@ -79,7 +80,7 @@ function describe(r: IngestResult): string {
 }
 
 async function main(): Promise<number> {
-  const { settings, peerCache, rebuildLog } = parseArgs(Bun.argv.slice(2));
+  const { settings, peerCache, rebuildLog, logOnly } = parseArgs(Bun.argv.slice(2));
   const startedAt = new Date();
   const started = performance.now();
   const root = mkdtempSync(join(tmpdir(), "icr-receiver-bench-"));
@@ -114,6 +115,7 @@ async function main(): Promise<number> {
     // Before any measurement: building it keeps both cores busy for minutes.
     log(`the long-lived app's log: ${settings.query.events.toLocaleString("en-US")} events`);
     const longLog = await bigLog(receiverBinary, { events: settings.query.events, matchingPerTen: settings.query.matchingPerTen }, { rebuild: rebuildLog, log });
+    if (logOnly) return 0;
     startWatchdog();
 
     const secrets = { webhookSecret: randomBytes(24).toString("hex"), queryToken: randomBytes(24).toString("hex") };
