@@ -101,7 +101,7 @@ async function build(binary: string, spec: LogSpec, target: string, log: (line: 
   const diskBefore = await diskFree();
   log(`  building the log: ${spec.events.toLocaleString("en-US")} events by \`icr-receiver import -\`; disk before: ${diskBefore}`);
   mkdirSync(CACHE_ROOT, { recursive: true });
-  const staging = mkdtempSync(join(CACHE_ROOT, "staging-log-"));
+  const staging = mkdtempSync(join(CACHE_ROOT, `staging-log-${spec.events}-`));
   try {
     const database = join(staging, DATABASE_FILE);
     const started = performance.now();
@@ -149,7 +149,7 @@ export async function bigLog(binary: string, spec: LogSpec, { rebuild, log }: { 
   if (!cached) {
     if (existsSync(CACHE_ROOT)) {
       for (const name of readdirSync(CACHE_ROOT)) {
-        if (name.startsWith(prefix) || name.startsWith("staging-log-")) rmSync(join(CACHE_ROOT, name), { recursive: true, force: true });
+        if (name.startsWith(prefix) || name.startsWith(`staging-${prefix}`)) rmSync(join(CACHE_ROOT, name), { recursive: true, force: true });
       }
     }
     await build(binary, spec, dir, log);
