@@ -9,6 +9,7 @@ import { Elysia, t } from "elysia";
 import { ReplayChoiceError, UnknownDestination, type ForwardProgress, type ReplaySelection } from "../forward/progress.ts";
 import type { MinuteSeries } from "../http/activity.ts";
 import type { RejectionLimiter } from "../http/rejection-limit.ts";
+import { STREAM_PARAMETERS } from "../http/stream.ts";
 import { FILTER_PARAMETERS, FilterError, parseEventFilter, type Consumers, type EventReader, type FilterValues, type LogInspection } from "../log/event-log.ts";
 import type { Logger } from "../logger.ts";
 import script from "./assets/console.js" with { type: "text" };
@@ -110,19 +111,26 @@ const htmlResponse = (body: string, status = 200, headers: Record<string, string
   new Response(body, { status, headers: { "content-type": "text/html; charset=utf-8", ...headers } });
 const redirect = (location: string, headers: Record<string, string> = {}) => new Response(null, { status: 303, headers: { location, ...headers } });
 
-/** The filter fields the form sent: empty ones are not filters, unknown ones are ignored. */
-function filterValues(url: URL): { values: FilterValues; form: FilterForm; query: URLSearchParams } {
+/**
+ * The filter fields the form sent: empty ones are not filters, unknown ones are ignored. `query`
+ * carries them to the next page; `streamQuery` to the live stream, which takes its own parameters
+ * only (no page size) and refuses any other.
+ */
+function filterValues(url: URL): { values: FilterValues; form: FilterForm; query: URLSearchParams; streamQuery: URLSearchParams } {
   const values: FilterValues = {};
   const query = new URLSearchParams();
+  const streamQuery = new URLSearchParams();
   // Always newest first: the order is not the page's to change.
   for (const name of FILTER_PARAMETERS.filter((p) => p !== "order")) {
     const value = url.searchParams.get(name);
     if (value === null || value === "") continue;
     values[name] = value;
-    if (name !== "after") query.set(name, value);
+    if (name === "after") continue;
+    query.set(name, value);
+    if (STREAM_PARAMETERS.includes(name)) streamQuery.set(name, value);
   }
   const { event, organization, installation, since, until, parsed } = values;
-  return { values, form: { event, organization, installation, since, until, parsed }, query };
+  return { values, form: { event, organization, installation, since, until, parsed }, query, streamQuery };
 }
 
 function freeDisk(path: string): number | null {
@@ -274,7 +282,7 @@ export function operatorConsole(options: ConsoleOptions) {
     .get(
       "/events",
       page(({ url, session }) => {
-        const { values, form, query } = filterValues(url);
+        const { values, form, query, streamQuery } = filterValues(url);
         // Read before the page, so that an event committed in between comes over the stream
         // (the page's script drops one it already shows).
         const newest = events.list({ order: "desc", limit: 1 }).events[0]?.id ?? 0;
@@ -283,11 +291,11 @@ export function operatorConsole(options: ConsoleOptions) {
           filter = parseEventFilter({ ...values, order: "desc" });
         } catch (error) {
           if (!(error instanceof FilterError)) throw error;
-          return render("events", "Events", session, eventsPage({ events: [], filters: form, query, next: null, liveAfter: null, error: error.message }), 400);
+          return render("events", "Events", session, eventsPage({ events: [], filters: form, query, next: null, stream: null, error: error.message }), 400);
         }
         const listed = events.list(filter);
-        const first = values.after === undefined;
-        return render("events", "Events", session, eventsPage({ events: listed.events, filters: form, query, next: listed.next, liveAfter: first ? newest : null }));
+        const stream = values.after === undefined ? new URLSearchParams([...streamQuery, ["after", String(newest)]]) : null;
+        return render("events", "Events", session, eventsPage({ events: listed.events, filters: form, query, next: listed.next, stream }));
       }),
     )
     .get("/events/stream", ({ request, server }) => {

@@ -124,11 +124,11 @@ function eventRow(event: EventView): Html {
 export function eventsPage(page: {
   events: EventView[];
   filters: FilterForm;
-  /** The query string of the filters, for the pager and the stream. */
+  /** The query string of the filters, for the pager. */
   query: URLSearchParams;
   next: string | null;
-  /** Set on the first page: where the live stream starts (the newest event when it was read). */
-  liveAfter: number | null;
+  /** Set on the first page: the live stream's query (its filters, and the newest event when it was read). */
+  stream: URLSearchParams | null;
   error?: string;
 }): Html {
   const withQuery = (extra: Record<string, string>) => {
@@ -136,7 +136,7 @@ export function eventsPage(page: {
     for (const [k, v] of Object.entries(extra)) query.set(k, v);
     return query.toString();
   };
-  const stream = page.liveAfter === null ? null : `${BASE}/events/stream?${withQuery({ after: String(page.liveAfter) })}`;
+  const stream = page.stream === null ? null : `${BASE}/events/stream?${page.stream.toString()}`;
   return html`${filterForm(page.filters)}
 ${page.error && html`<p class="notice error" role="alert"><strong>Filter not applied:</strong> ${page.error}</p>`}
 ${

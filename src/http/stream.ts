@@ -31,7 +31,7 @@ const PAGE = 200;
 const UNPARSED = "unparsed";
 const encoder = new TextEncoder();
 /** GET /events' filters, and where to start; a stream has no pages, so no limit or order. */
-const STREAM_PARAMETERS: readonly string[] = FILTER_PARAMETERS.filter((p) => p !== "limit" && p !== "order");
+export const STREAM_PARAMETERS: readonly string[] = FILTER_PARAMETERS.filter((p) => p !== "limit" && p !== "order");
 
 const matches = (filter: EventFilter, event: EventView) =>
   (filter.event === undefined || event.event === filter.event) &&
