@@ -88,6 +88,17 @@ describe("login", () => {
   });
 });
 
+test("forgeries through a proxy on this machine do not lock out a login from another client (or from the machine itself)", async () => {
+  server = await startServer({ rejectionLimit: 3 });
+  const forged = signedDelivery({}, { secret: "forger" });
+  const statuses = [];
+  for (let i = 0; i < 4; i++) statuses.push((await server.post(forged.body, { ...forged.headers, "x-forwarded-for": "203.0.113.9" })).status);
+  statuses.push((await login(server.url, QUERY_TOKEN, { "x-forwarded-for": "203.0.113.9" })).status);
+  expect(statuses).toEqual([403, 403, 403, 429, 429]);
+  expect((await login(server.url, QUERY_TOKEN, { "x-forwarded-for": "198.51.100.7" })).status).toBe(303);
+  expect((await login(server.url)).status).toBe(303);
+});
+
 describe("security headers", () => {
   test("on every console answer: pages, redirects, errors, assets, the login form", async () => {
     server = await startServer();

@@ -4,6 +4,7 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import { batchAppender, REJECTIONS_KEPT } from "../src/log/append.ts";
 import { closeDatabase, openDatabase } from "../src/log/database.ts";
+import { limitedAddress } from "../src/http/client-address.ts";
 import { RejectionLimiter } from "../src/http/rejection-limit.ts";
 import { signDelivery } from "../src/verify/sign-delivery.ts";
 import { signedDelivery, startServer, tempDir, type TestServer } from "./support/server.ts";
@@ -78,6 +79,34 @@ describe("rate limiting refusals", () => {
     const limiter = new RejectionLimiter(1, () => now, 100);
     for (let i = 0; i < 1000; i++) limiter.allow(`10.0.${i >> 8}.${i & 255}`);
     expect((limiter as unknown as { buckets: Map<string, unknown> }).buckets.size).toBeLessThanOrEqual(100);
+  });
+
+  test("the address a refusal is counted against: the proxy's last X-Forwarded-For hop from loopback only", () => {
+    const request = (xff?: string) => new Request("http://127.0.0.1/webhook", { headers: xff === undefined ? {} : { "x-forwarded-for": xff } });
+    expect(limitedAddress(request("203.0.113.9"), "127.0.0.1")).toBe("203.0.113.9");
+    expect(limitedAddress(request("198.51.100.1, 203.0.113.9"), "::1")).toBe("203.0.113.9");
+    expect(limitedAddress(request("198.51.100.1, 2001:db8::7"), "::ffff:127.0.0.1")).toBe("2001:db8::7");
+    // Not an address the proxy wrote, or no header: the socket.
+    expect(limitedAddress(request("<b>"), "127.0.0.1")).toBe("127.0.0.1");
+    expect(limitedAddress(request("203.0.113.9, "), "127.0.0.1")).toBe("127.0.0.1");
+    expect(limitedAddress(request(), "127.0.0.1")).toBe("127.0.0.1");
+    // From anyone else, the header is the sender's word: ignored.
+    expect(limitedAddress(request("203.0.113.9"), "192.0.2.44")).toBe("192.0.2.44");
+    expect(limitedAddress(request("127.0.0.1"), "192.0.2.44")).toBe("192.0.2.44");
+    expect(limitedAddress(request("203.0.113.9"), null)).toBe("unknown");
+  });
+
+  test("behind a proxy on this machine, each client has its own allowance; the socket address is still what is stored", async () => {
+    server = await startServer({ rejectionLimit: 2 });
+    const forged = signedDelivery({}, { secret: "forger" });
+    const from = (address: string) => ({ ...forged.headers, "x-forwarded-for": address });
+    const statuses: number[] = [];
+    for (let i = 0; i < 3; i++) statuses.push((await server.post(forged.body, from("203.0.113.9"))).status);
+    statuses.push((await server.post(forged.body, from("198.51.100.7"))).status);
+    statuses.push((await server.post(forged.body, forged.headers)).status);
+    expect(statuses).toEqual([403, 403, 429, 403, 403]);
+    const recorded = await until(() => rows(server!), (r) => r.length === 4);
+    expect(recorded.map((r) => r.remote_address)).toEqual(["127.0.0.1", "127.0.0.1", "127.0.0.1", "127.0.0.1"]);
   });
 
   test("forgeries beyond the allowance get 429 with Retry-After; valid deliveries still get 202", async () => {

@@ -1,13 +1,14 @@
 // The operator's console at /console: server-rendered pages over the event log, behind a login
 // with the query token. The session is a random id in an HttpOnly, SameSite=Strict cookie held in
 // memory; every state-changing form carries the session's CSRF token and must come from the
-// console's own origin. Wrong tokens count toward the webhook's per-address refusal limit.
+// console's own origin. Wrong tokens count toward the webhook's per-client refusal limit.
 import type { Server } from "bun";
 import { statfsSync, statSync } from "node:fs";
 import { dirname } from "node:path";
 import { Elysia, t } from "elysia";
 import { ReplayChoiceError, UnknownDestination, type ForwardProgress, type ReplaySelection } from "../forward/progress.ts";
 import type { MinuteSeries } from "../http/activity.ts";
+import { isLoopback, limitedAddress } from "../http/client-address.ts";
 import type { RejectionLimiter } from "../http/rejection-limit.ts";
 import { STREAM_PARAMETERS } from "../http/stream.ts";
 import { FILTER_PARAMETERS, FilterError, parseEventFilter, type Consumers, type EventReader, type FilterValues, type LogInspection } from "../log/event-log.ts";
@@ -61,8 +62,6 @@ export interface ConsoleOptions {
   logger: Logger;
 }
 
-const LOOPBACK = /^(127\.|::1$|::ffff:127\.)/;
-
 /** The peer's address; behind a reverse proxy on the same machine, that proxy's (loopback). */
 const peerOf = (request: Request, server: Server<unknown> | null) => server?.requestIP(request)?.address ?? "unknown";
 
@@ -73,7 +72,7 @@ const peerOf = (request: Request, server: Server<unknown> | null) => server?.req
  */
 function overHttps(request: Request, peer: string): boolean {
   if (new URL(request.url).protocol === "https:") return true;
-  return LOOPBACK.test(peer) && request.headers.get("x-forwarded-proto")?.split(",")[0]?.trim().toLowerCase() === "https";
+  return isLoopback(peer) && request.headers.get("x-forwarded-proto")?.split(",")[0]?.trim().toLowerCase() === "https";
 }
 
 /**
@@ -95,7 +94,7 @@ function sameOrigin(request: Request, peer: string): boolean {
   } catch {
     return false;
   }
-  const forwardedHost = LOOPBACK.test(peer) ? request.headers.get("x-forwarded-host")?.split(",")[0]?.trim() : undefined;
+  const forwardedHost = isLoopback(peer) ? request.headers.get("x-forwarded-host")?.split(",")[0]?.trim() : undefined;
   return host !== "" && host === (forwardedHost ?? request.headers.get("host"));
 }
 
@@ -250,14 +249,15 @@ export function operatorConsole(options: ConsoleOptions) {
       "/login",
       ({ request, server, body }) => {
         const peer = peerOf(request, server);
+        const client = limitedAddress(request, peer);
         const tooMany = () =>
-          htmlResponse(loginPage({ error: "too many refused attempts from this address; wait a minute." }), 429, { "retry-after": String(limiter.retryAfter(peer)) });
+          htmlResponse(loginPage({ error: "too many refused attempts from this address; wait a minute." }), 429, { "retry-after": String(limiter.retryAfter(client)) });
         if (!sameOrigin(request, peer)) return htmlResponse(errorPage(403, "This login form did not come from this console."), 403);
         // Over the limit, even the right token is not tried: the answer must not tell.
-        if (limiter.exhausted(peer)) return tooMany();
+        if (limiter.exhausted(client)) return tooMany();
         if (!sameSecret(body?.token ?? "", queryToken)) {
-          logger("warn", "console login refused", { remoteAddress: peer });
-          if (!limiter.allow(peer)) return tooMany();
+          logger("warn", "console login refused", { remoteAddress: peer, client });
+          if (!limiter.allow(client)) return tooMany();
           return htmlResponse(loginPage({ error: "that is not the query token." }), 401);
         }
         const session = sessions.start();

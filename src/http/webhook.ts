@@ -7,6 +7,7 @@ import { LogWriteError, type Appended, type EventLog } from "../log/event-log.ts
 import type { UnparsedReason } from "../verify/delivery.ts";
 import { SIGNATURE_HEADER, type LabelledSecret } from "../verify/signature.ts";
 import { verifyDelivery, type DeliveryRejection } from "../verify/verify-delivery.ts";
+import { limitedAddress } from "./client-address.ts";
 import { errorResponse, HttpError } from "./errors.ts";
 import type { RejectionLimiter } from "./rejection-limit.ts";
 import { readRequestBody } from "./request-body.ts";
@@ -95,9 +96,12 @@ async function receive(
 export const webhook = (options: WebhookOptions) => {
   const { log, limiter, onOutcome = () => {} } = options;
 
-  /** A refusal: recorded for the operator, unless this address has been refused too often. */
-  function refuse(refused: Refusal, remoteAddress: string | null): DeliveryOutcome {
-    if (!limiter.allow(remoteAddress ?? "unknown")) {
+  /**
+   * A refusal: recorded for the operator (with the socket's address), unless the client it is
+   * counted against has been refused too often.
+   */
+  function refuse(refused: Refusal, remoteAddress: string | null, client: string): DeliveryOutcome {
+    if (!limiter.allow(client)) {
       return { accepted: false, status: 429, reason: "rate_limited", message: "too many refused deliveries from this address" };
     }
     log.recordRejection({
@@ -117,14 +121,15 @@ export const webhook = (options: WebhookOptions) => {
       async ({ request, server, set }) => {
         const started = performance.now();
         const remoteAddress = server?.requestIP(request)?.address ?? null;
+        const client = limitedAddress(request, remoteAddress);
         const received = await receive(request, remoteAddress, options);
         const refused = !("accepted" in received);
-        const outcome = refused ? refuse(received, remoteAddress) : received;
+        const outcome = refused ? refuse(received, remoteAddress, client) : received;
         const bodyUnread = refused && !received.bodyRead;
         onOutcome(outcome, remoteAddress, (performance.now() - started) / 1000);
         if (!outcome.accepted) {
           const headers: Record<string, string> = {};
-          if (outcome.status === 429) headers["retry-after"] = String(limiter.retryAfter(remoteAddress ?? "unknown"));
+          if (outcome.status === 429) headers["retry-after"] = String(limiter.retryAfter(client));
           // Otherwise Bun keeps the connection and reads (and discards) whatever the client still
           // sends: a 20 MB body would be read in full after its 413.
           if (bodyUnread) headers.connection = "close";
