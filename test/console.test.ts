@@ -359,8 +359,8 @@ test("the token appears in no answer and no log line, whatever is tried", async 
   const lines: string[] = [];
   server = await startServer({ rejectionLimit: 5 }, { logger: jsonLogger((text) => lines.push(text), false) });
   const seen: string[] = [];
-  const record = async (response: Response) => {
-    seen.push(JSON.stringify([...response.headers]), await response.text());
+  const record = async (response: Response, echoed = (text: string) => text) => {
+    seen.push(JSON.stringify([...response.headers]), echoed(await response.text()));
     return response;
   };
   const cookie = sessionCookie(await record(await login(server.url)))!;
@@ -369,13 +369,12 @@ test("the token appears in no answer and no log line, whatever is tried", async 
   expect(page.status).toBe(200);
   await record(await login(server.url, QUERY_TOKEN.slice(0, 10)));
   await record(await login(server.url, `${QUERY_TOKEN} `));
-  for (const path of ["/console/health", "/console/refused", "/console/forwarding", `/console/events?event=${QUERY_TOKEN}`]) await record(await get(path, cookie));
+  for (const path of ["/console/health", "/console/refused", "/console/forwarding"]) await record(await get(path, cookie));
+  // The events page filtered on the token shows the filter as typed, in its field and in the live
+  // stream's URL: the operator's own input, not the token coming out of the receiver. Only there.
+  await record(await get(`/console/events?event=${QUERY_TOKEN}`, cookie), (text) => text.replace(`value="${QUERY_TOKEN}"`, "").replace(`event=${QUERY_TOKEN}&amp;`, ""));
   await record(await post("/console/logout", { csrf, token: QUERY_TOKEN }, cookie));
   await Bun.sleep(20);
   expect(lines.some((line) => line.includes("console login refused"))).toBe(true);
-  for (const text of [...seen, ...lines]) {
-    // The filter above echoes what it was given in its form field, as typed there: that is the
-    // operator's own input, not the token coming out of the receiver.
-    expect(text.replaceAll(`value="${QUERY_TOKEN}"`, "").replaceAll(`event=${QUERY_TOKEN}`, "")).not.toContain(QUERY_TOKEN);
-  }
+  for (const text of [...seen, ...lines]) expect(text).not.toContain(QUERY_TOKEN);
 });
