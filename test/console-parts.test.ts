@@ -1,6 +1,8 @@
-// The console's parts on their own: the escaping template, the JSON layout, the per-minute series.
+// The console's parts on their own: the escaping template, the JSON layout, the per-minute series,
+// the origin and scheme checks.
 import { describe, expect, test } from "bun:test";
 import fc from "fast-check";
+import { overHttps, sameOrigin } from "../src/console/console.ts";
 import { indentJson } from "../src/console/format.ts";
 import { html } from "../src/console/html.ts";
 import { MinuteSeries } from "../src/http/activity.ts";
@@ -65,5 +67,44 @@ describe("MinuteSeries", () => {
     series.delivery(true);
     expect(series.last().map((m) => m.accepted)).toEqual([0, 0, 1]);
     expect(series.last().at(-1)!.start).toBe(Date.UTC(2026, 11, 1, 12, 4));
+  });
+});
+
+describe("where a request comes from", () => {
+  const post = (headers: Record<string, string>, url = "http://127.0.0.1:4040/console/login") => new Request(url, { method: "POST", headers });
+  const host = { host: "127.0.0.1:4040" };
+
+  test("Sec-Fetch-Site decides when present: same-origin and none (typed by the user) pass, same-site and cross-site do not", () => {
+    expect(sameOrigin(post({ ...host, "sec-fetch-site": "same-origin" }), "127.0.0.1")).toBe(true);
+    expect(sameOrigin(post({ ...host, "sec-fetch-site": "none" }), "127.0.0.1")).toBe(true);
+    expect(sameOrigin(post({ ...host, "sec-fetch-site": "same-site" }), "127.0.0.1")).toBe(false);
+    expect(sameOrigin(post({ ...host, "sec-fetch-site": "cross-site" }), "127.0.0.1")).toBe(false);
+    // Whatever the Origin says.
+    expect(sameOrigin(post({ ...host, "sec-fetch-site": "cross-site", origin: "http://127.0.0.1:4040" }), "127.0.0.1")).toBe(false);
+    expect(sameOrigin(post({ ...host, "sec-fetch-site": "same-origin", origin: "null" }), "127.0.0.1")).toBe(true);
+  });
+
+  test("without it, the Origin must name the Host; Origin: null proves nothing; no Origin at all is no browser", () => {
+    expect(sameOrigin(post({ ...host, origin: "http://127.0.0.1:4040" }), "127.0.0.1")).toBe(true);
+    expect(sameOrigin(post({ ...host, origin: "http://127.0.0.1:4041" }), "127.0.0.1")).toBe(false);
+    expect(sameOrigin(post({ ...host, origin: "null" }), "127.0.0.1")).toBe(false);
+    expect(sameOrigin(post({ ...host, origin: "not a url" }), "127.0.0.1")).toBe(false);
+    expect(sameOrigin(post(host), "127.0.0.1")).toBe(true);
+  });
+
+  test("X-Forwarded-Host stands for the Host from a proxy on this machine only", () => {
+    const proxied = { ...host, origin: "https://console.example", "x-forwarded-host": "console.example" };
+    expect(sameOrigin(post(proxied), "127.0.0.1")).toBe(true);
+    expect(sameOrigin(post(proxied), "::1")).toBe(true);
+    expect(sameOrigin(post(proxied), "192.0.2.44")).toBe(false);
+    expect(sameOrigin(post({ ...host, origin: "https://console.example" }), "127.0.0.1")).toBe(false);
+  });
+
+  test("HTTPS: the request's own scheme, or X-Forwarded-Proto from a proxy on this machine only", () => {
+    expect(overHttps(post({ "x-forwarded-proto": "https" }), "127.0.0.1")).toBe(true);
+    expect(overHttps(post({ "x-forwarded-proto": "https" }), "192.0.2.44")).toBe(false);
+    expect(overHttps(post({ "x-forwarded-proto": "http" }), "127.0.0.1")).toBe(false);
+    expect(overHttps(post({}), "127.0.0.1")).toBe(false);
+    expect(overHttps(post({}, "https://console.example/console/login"), "192.0.2.44")).toBe(true);
   });
 });

@@ -148,9 +148,13 @@ describe("CSRF and logout", () => {
     expect((await get("/console/events", other.cookie)).status).toBe(200);
   });
 
-  test("a cross-origin login post is refused", async () => {
+  test("a cross-origin login post is refused, and one from Origin: null without Sec-Fetch-Site", async () => {
     server = await startServer();
     expect((await login(server.url, QUERY_TOKEN, { origin: "https://elsewhere.example" })).status).toBe(403);
+    expect((await login(server.url, QUERY_TOKEN, { origin: "null" })).status).toBe(403);
+    expect((await login(server.url, QUERY_TOKEN, { origin: "null", "sec-fetch-site": "same-origin" })).status).toBe(303);
+    // What a browser without Sec-Fetch-Site sends under Referrer-Policy: same-origin.
+    expect((await login(server.url, QUERY_TOKEN, { origin: server.url })).status).toBe(303);
   });
 
   test("a replay needs the CSRF token too (and forwarding, to mean anything)", async () => {

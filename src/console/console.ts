@@ -31,7 +31,9 @@ export const SECURITY_HEADERS: Record<string, string> = {
   "content-security-policy":
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
   "x-content-type-options": "nosniff",
-  "referrer-policy": "no-referrer",
+  // Not no-referrer: under it browsers send "Origin: null" on the console's own posts, and one
+  // without Sec-Fetch-Site (Safari before 16.4) could not log in. The pages link nowhere else.
+  "referrer-policy": "same-origin",
   "cache-control": "no-store",
 };
 
@@ -70,7 +72,7 @@ const peerOf = (request: Request, server: Server<unknown> | null) => server?.req
  * proxy on this machine (a loopback peer) saying so in X-Forwarded-Proto. The header is believed
  * from loopback only: anyone else could send it.
  */
-function overHttps(request: Request, peer: string): boolean {
+export function overHttps(request: Request, peer: string): boolean {
   if (new URL(request.url).protocol === "https:") return true;
   return isLoopback(peer) && request.headers.get("x-forwarded-proto")?.split(",")[0]?.trim().toLowerCase() === "https";
 }
@@ -79,11 +81,11 @@ function overHttps(request: Request, peer: string): boolean {
  * A state-changing request must come from the console's own pages. A browser says where a request
  * comes from in Sec-Fetch-Site, which pages cannot forge: it decides when present. Otherwise the
  * Origin is compared with the Host the browser used (or, from a proxy on this machine,
- * X-Forwarded-Host); under Referrer-Policy: no-referrer a browser may send "Origin: null", which
- * proves nothing and is refused without Sec-Fetch-Site. Clients that send neither (curl) are not
- * browsers carrying someone else's cookie, and still need the CSRF token.
+ * X-Forwarded-Host); "Origin: null" (a sandboxed frame, a redirect across origins) proves nothing
+ * and is refused. Clients that send neither (curl) are not browsers carrying someone else's
+ * cookie, and still need the CSRF token.
  */
-function sameOrigin(request: Request, peer: string): boolean {
+export function sameOrigin(request: Request, peer: string): boolean {
   const site = request.headers.get("sec-fetch-site");
   if (site !== null) return site === "same-origin" || site === "none";
   const origin = request.headers.get("origin");

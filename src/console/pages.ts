@@ -45,7 +45,6 @@ function document(title: string, body: Html): string {
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="referrer" content="no-referrer">
 <title>${title} · icr-receiver console</title>
 <link rel="stylesheet" href="${BASE}/assets/console.css">
 <link rel="icon" href="${BASE}/assets/icon.svg" type="image/svg+xml">
