@@ -53,7 +53,7 @@ beforeAll(async () => {
       maxAgeMs: 400,
       concurrency: 4,
     },
-  });
+  }, { console: { sessionCheckMs: 100 } });
   await deliver({ event: "installed", installation: installation("inst-7f3a", "org-nordic-forest", "Nordic Forest Trust"), transaction: undefined });
   await deliver({ installation: installation("inst-7f3a", "org-nordic-forest", "Nordic Forest Trust"), transaction: { id: "tx-1001", status: "processed", type: "retire", amount: 120 } });
   await deliver({ installation: installation("inst-2c91", "org-andes-carbon", "Andes Carbon"), transaction: { id: "tx-1002", status: "pending_queue", type: "transfer", amount: 40 } });
@@ -200,12 +200,18 @@ test("the console in Chromium: login, filters, an event, live events, refusals, 
   await page.goto(`${server.url}/console/events`);
   await screenshot("phone-events");
 
-  // Logout ends the session.
+  // Logout ends the session, and the live list open in another tab says it has stopped.
+  const other = await context.newPage();
+  await other.goto(`${server.url}/console/events`);
+  await other.locator('#live[data-state="connected"]').waitFor();
   await page.getByRole("button", { name: "Log out" }).click();
   await page.waitForURL("**/console/login");
   expect(await context.cookies()).toEqual([]);
   await page.goto(`${server.url}/console/events`);
   expect(new URL(page.url()).pathname).toBe("/console/login");
+  await other.locator('#live[data-state="stopped"]').waitFor({ timeout: 10_000 });
+  expect(await other.locator("#live").textContent()).toBe("Live: stopped — reload or log in again.");
+  await other.close();
 
   // Nothing left loopback, and every console answer had the security headers.
   expect(requests.length).toBeGreaterThan(20);

@@ -62,7 +62,12 @@ function followEvents(rows) {
   const source = new EventSource(rows.dataset.stream);
   say("connecting", "Live: connecting…");
   source.onopen = () => say("connected", "Live: new events appear at the top as they are stored.");
-  source.onerror = () => say("reconnecting", "Live: connection lost, reconnecting…");
+  // EventSource reconnects by itself after a dropped connection, but gives up (CLOSED) on an answer
+  // that is not a stream: the session ended (401) or the receiver has no stream to spare (503).
+  source.onerror = () =>
+    source.readyState === EventSource.CLOSED
+      ? say("stopped", "Live: stopped — reload or log in again.")
+      : say("reconnecting", "Live: connection lost, reconnecting…");
   source.onmessage = (message) => {
     const event = JSON.parse(message.data);
     if (shown.has(String(event.id))) return;
