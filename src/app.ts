@@ -15,7 +15,7 @@ import { health } from "./http/health.ts";
 import { metricsEndpoint, ReceiverMetrics } from "./http/metrics.ts";
 import { RejectionLimiter } from "./http/rejection-limit.ts";
 import { webhook, type DeliveryOutcome } from "./http/webhook.ts";
-import { operatorConsole } from "./console/console.ts";
+import { consoleErrorPages, operatorConsole } from "./console/console.ts";
 import type { Sessions } from "./console/sessions.ts";
 import { silentLogger, type Logger } from "./logger.ts";
 import { startReconcileSchedule, type ScheduleOptions } from "./reconcile/schedule.ts";
@@ -70,7 +70,7 @@ export function createApp(
     onOpenStreams: (open) => (metrics.openStreams = open),
   });
   const pathOf = (request: Request) => new URL(request.url).pathname;
-  // One allowance per address for every refusal: forged deliveries and wrong console logins alike.
+  // One allowance per client for every refusal: forged deliveries and wrong console logins alike.
   const limiter = new RejectionLimiter(config.rejectionLimit);
   const consoleUi = config.console
     ? operatorConsole({
@@ -131,6 +131,7 @@ export function createApp(
       errorHandling({
         onUnexpected: (error) => logger("error", "unexpected error", { error: String(error) }),
         onAnswer: (request, status, reason) => logger("warn", "request", { method: request.method, path: pathOf(request), status, reason }),
+        ...(consoleUi !== undefined && { pages: consoleErrorPages }),
       }),
     )
     .use(health({ writable: () => log.writable() }))

@@ -169,6 +169,30 @@ describe("CSRF and logout", () => {
   });
 });
 
+test("an event id is digits only, on the event page, its replay and the replay form: 0x10, 1e1, 1.5 are refused 400 (a page)", async () => {
+  server = await startServer();
+  const { cookie, csrf } = await session(server.url);
+  for (let i = 0; i < 16; i++) {
+    const d = signedDelivery({ installation: { id: `inst-${i}`, organization: { id: "org-a" } } });
+    expect((await server.post(d.body, d.headers)).status).toBe(202);
+  }
+  expect((await get("/console/events/16", cookie)).status).toBe(200);
+  expect((await get("/console/events/10", cookie)).status).toBe(200);
+  expect((await post("/console/events/16/replay", { csrf }, cookie)).status).toBe(404); // forwarding is off
+  for (const id of ["0x10", "1e1", "1.5", "010", "+1", "0", "-1", "abc", "99999999999999999"]) {
+    const page = await get(`/console/events/${id}`, cookie);
+    expect(`${id}: ${page.status} ${page.headers.get("content-type")}`).toBe(`${id}: 400 text/html; charset=utf-8`);
+    expectSecurityHeaders(page, `/console/events/${id}`);
+    expect(await page.text()).toContain("Invalid parameter: id.");
+    expect((await post(`/console/events/${id}/replay`, { csrf }, cookie)).status).toBe(400);
+  }
+  for (const id of ["0x10", "1e1", "1.5", "0", ""]) {
+    const form = await post("/console/forwarding/replay", { csrf, id }, cookie);
+    expect(`${id}: ${form.status} ${form.headers.get("content-type")}`).toBe(`${id}: 400 text/html; charset=utf-8`);
+    expectSecurityHeaders(form, `replay form with id ${id}`);
+  }
+});
+
 describe("expiry", () => {
   test("idle and absolute limits end a session; the number of sessions is bounded", async () => {
     let now = 1_000_000;
@@ -249,7 +273,7 @@ describe("pages", () => {
     expect(page).not.toContain(QUERY_TOKEN);
     expect(page).toContain("Forwarding is off");
     expect((await get("/console/events/99", cookie)).status).toBe(404);
-    expect((await get("/console/events/abc", cookie)).status).toBe(404);
+    expect((await get("/console/events/abc", cookie)).status).toBe(400);
   });
 
   test("refused deliveries, health (with the chart) and forwarding (off) render", async () => {

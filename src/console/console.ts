@@ -9,6 +9,7 @@ import { Elysia, t } from "elysia";
 import { ReplayChoiceError, UnknownDestination, type ForwardProgress, type ReplaySelection } from "../forward/progress.ts";
 import type { MinuteSeries } from "../http/activity.ts";
 import { isLoopback, limitedAddress } from "../http/client-address.ts";
+import type { ErrorPages } from "../http/errors.ts";
 import type { RejectionLimiter } from "../http/rejection-limit.ts";
 import { STREAM_PARAMETERS } from "../http/stream.ts";
 import { FILTER_PARAMETERS, FilterError, parseEventFilter, type Consumers, type EventReader, type FilterValues, type LogInspection } from "../log/event-log.ts";
@@ -175,6 +176,10 @@ function whileValid(stream: Response, stillValid: () => boolean, checkMs: number
   return new Response(body, { status: stream.status, headers: stream.headers });
 }
 
+/** An event id as the pages write it: no sign, exponent, fraction, hex or leading zero. */
+const EventId = t.String({ pattern: "^[1-9][0-9]{0,15}$" });
+const EventParams = t.Object({ id: EventId });
+
 const fileSize = (path: string) => statSync(path, { throwIfNoEntry: false })?.size ?? 0;
 
 export function operatorConsole(options: ConsoleOptions) {
@@ -234,12 +239,13 @@ export function operatorConsole(options: ConsoleOptions) {
 
   // Routes take it as t.Optional(ReplayForm): a form with no field at all is then refused for its
   // missing CSRF token (403), not as a body that failed its schema.
-  const ReplayForm = t.Object({ csrf: t.Optional(t.String()), destination: t.Optional(t.String({ minLength: 1 })), id: t.Optional(t.Numeric({ minimum: 1 })) });
+  const ReplayForm = t.Object({ csrf: t.Optional(t.String()), destination: t.Optional(t.String({ minLength: 1 })), id: t.Optional(EventId) });
 
   const plugin = new Elysia({ name: "console", prefix: BASE })
     .mapResponse(({ set }) => {
       Object.assign(set.headers, SECURITY_HEADERS);
     })
+
     .get("", () => redirect(`${BASE}/events`))
     .get("/", () => redirect(`${BASE}/events`))
     .get("/assets/console.css", () => new Response(stylesheet, { headers: { "content-type": "text/css; charset=utf-8" } }))
@@ -313,8 +319,7 @@ export function operatorConsole(options: ConsoleOptions) {
     .get(
       "/events/:id",
       page(({ url, session, params }) => {
-        const id = /^[1-9][0-9]{0,15}$/.test(params.id ?? "") ? Number(params.id) : null;
-        const event = id === null ? null : events.get(id);
+        const event = events.get(Number(params.id));
         if (event === null) return render("events", "No such event", session, errorBody(`There is no event ${params.id}.`), 404);
         const replayed = url.searchParams.get("replayed");
         return render(
@@ -324,17 +329,18 @@ export function operatorConsole(options: ConsoleOptions) {
           eventPage({ event, forwarding: forwardProgress?.ofEvent(event.id) ?? null, csrfToken: session.csrfToken, replayed: replayed === null ? null : Number(replayed) || 0 }),
         );
       }),
+      { params: EventParams },
     )
     .post(
       "/events/:id/replay",
       action<typeof ReplayForm.static>(({ body, params }) => {
         const id = Number(params.id);
-        if (!Number.isSafeInteger(id) || id < 1 || events.get(id) === null) return htmlResponse(errorPage(404, `There is no event ${params.id}.`), 404);
+        if (events.get(id) === null) return htmlResponse(errorPage(404, `There is no event ${params.id}.`), 404);
         const asked = replay({ id }, body.destination);
         if (asked instanceof Response) return asked;
         return redirect(`${BASE}/events/${id}?replayed=${asked}`);
       }),
-      { body: t.Optional(ReplayForm) },
+      { params: EventParams, body: t.Optional(ReplayForm) },
     )
     .get(
       "/refused",
@@ -365,7 +371,7 @@ export function operatorConsole(options: ConsoleOptions) {
     .post(
       "/forwarding/replay",
       action<typeof ReplayForm.static>(({ body }) => {
-        const asked = replay(body.id === undefined ? { dead: true } : { id: body.id }, body.destination);
+        const asked = replay(body.id === undefined ? { dead: true } : { id: Number(body.id) }, body.destination);
         if (asked instanceof Response) return asked;
         return redirect(`${BASE}/forwarding?replayed=${asked}`);
       }),
@@ -394,5 +400,11 @@ export function operatorConsole(options: ConsoleOptions) {
     .all("/*", ({ request }) => htmlResponse(errorPage(404, `Nothing at ${new URL(request.url).pathname}.`), 404));
   return { plugin, close: () => inspection?.close() };
 }
+
+/** The receiver's errors (a path or form field failing its schema, a body that does not parse) under /console, as pages. */
+export const consoleErrorPages: ErrorPages = {
+  prefix: `${BASE}/`,
+  render: (status, message) => htmlResponse(errorPage(status, `${message[0]!.toUpperCase()}${message.slice(1)}.`), status),
+};
 
 const errorBody = (message: string) => html`<p class="notice error" role="alert">${message}</p>`;
