@@ -265,7 +265,8 @@ export function operatorConsole(options: ConsoleOptions) {
         if (limiter.exhausted(client)) return tooMany();
         if (!sameSecret(body?.token ?? "", queryToken)) {
           logger("warn", "console login refused", { remoteAddress: peer, client });
-          if (!limiter.allow(client)) return tooMany();
+          // Counted; never over the limit here, since an exhausted client was answered above.
+          limiter.allow(client);
           return htmlResponse(loginPage({ error: "that is not the query token." }), 401);
         }
         const session = sessions.start();

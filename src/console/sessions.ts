@@ -16,7 +16,7 @@ export const SESSION_LIMITS: SessionLimits = { idleMs: 30 * 60_000, absoluteMs: 
 
 export interface Session {
   readonly id: string;
-  /** Put in every form that changes state; compared with `csrfMatches`. */
+  /** Put in every form that changes state; compared with `sameSecret`. */
   readonly csrfToken: string;
   readonly createdAt: number;
   lastUsedAt: number;
