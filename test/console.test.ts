@@ -355,6 +355,7 @@ describe("forwarding on the pages", () => {
         },
       });
       const { cookie, csrf } = await session(server.url);
+      const other = await session(server.url);
       const d = signedDelivery();
       const { id } = (await (await server.post(d.body, d.headers)).json()) as { id: number };
       let page = "";
@@ -367,9 +368,15 @@ describe("forwarding on the pages", () => {
 
       const replayed = await post(`/console/events/${id}/replay`, { csrf, destination: "app" }, cookie);
       expect(replayed.status).toBe(303);
-      expect(replayed.headers.get("location")).toBe(`/console/events/${id}?replayed=1`);
+      expect(replayed.headers.get("location")).toBe(`/console/events/${id}`);
+      // Said once, on the page the replay led to, and only to the session that asked.
+      expect(await (await get(`/console/events/${id}`, other.cookie)).text()).not.toContain("Replay requested");
+      expect(await (await get(`/console/events/${id}`, cookie)).text()).toContain("Replay requested: 1 send;");
+      expect(await (await get(`/console/events/${id}`, cookie)).text()).not.toContain("Replay requested");
       expect((await post(`/console/events/${id}/replay`, { csrf, destination: "nowhere" }, cookie)).status).toBe(404);
-      expect(await (await get(`/console/events/${id}?replayed=1`, cookie)).text()).toContain("Replay requested: 1 send;");
+      // A link cannot make the console claim a replay.
+      expect(await (await get(`/console/events/${id}?replayed=5`, cookie)).text()).not.toContain("Replay requested");
+      expect(await (await get("/console/forwarding?replayed=5", cookie)).text()).not.toContain("Replay requested");
     } finally {
       sink.stop();
     }

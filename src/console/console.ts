@@ -17,7 +17,7 @@ import type { Logger } from "../logger.ts";
 import script from "./assets/console.js" with { type: "text" };
 import stylesheet from "./assets/console.css" with { type: "text" };
 import icon from "./assets/icon.svg" with { type: "text" };
-import { BASE, errorPage, eventPage, eventsPage, forwardingPage, healthPage, layout, loginPage, refusedPage, type FilterForm, type HealthFacts, type Section } from "./pages.ts";
+import { BASE, errorPage, eventPage, eventsPage, forwardingPage, healthPage, layout, loginPage, refusedPage, replayNotice, type FilterForm, type HealthFacts, type Section } from "./pages.ts";
 import { html } from "./html.ts";
 import { sameSecret, Sessions, type Session } from "./sessions.ts";
 
@@ -223,8 +223,11 @@ export function operatorConsole(options: ConsoleOptions) {
       return perform({ body, session, params: params ?? {} });
     };
 
-  const render = (section: Section, title: string, session: Session, body: Parameters<typeof layout>[0]["body"], status = 200) =>
-    htmlResponse(layout({ title, section, csrfToken: session.csrfToken, body }), status);
+  const render = (section: Section, title: string, session: Session, body: Parameters<typeof layout>[0]["body"], status = 200) => {
+    const notice = session.flash;
+    session.flash = null;
+    return htmlResponse(layout({ title, section, csrfToken: session.csrfToken, notice, body }), status);
+  };
 
   const replay = (selection: ReplaySelection, destination: string | undefined): number | Response => {
     if (forwardProgress === undefined) return htmlResponse(errorPage(404, "Forwarding is off: no destination is configured."), 404);
@@ -319,27 +322,22 @@ export function operatorConsole(options: ConsoleOptions) {
     })
     .get(
       "/events/:id",
-      page(({ url, session, params }) => {
+      page(({ session, params }) => {
         const event = events.get(Number(params.id));
         if (event === null) return render("events", "No such event", session, errorBody(`There is no event ${params.id}.`), 404);
-        const replayed = url.searchParams.get("replayed");
-        return render(
-          "events",
-          `Event ${event.id}`,
-          session,
-          eventPage({ event, forwarding: forwardProgress?.ofEvent(event.id) ?? null, csrfToken: session.csrfToken, replayed: replayed === null ? null : Number(replayed) || 0 }),
-        );
+        return render("events", `Event ${event.id}`, session, eventPage({ event, forwarding: forwardProgress?.ofEvent(event.id) ?? null, csrfToken: session.csrfToken }));
       }),
       { params: EventParams },
     )
     .post(
       "/events/:id/replay",
-      action<typeof ReplayForm.static>(({ body, params }) => {
+      action<typeof ReplayForm.static>(({ body, session, params }) => {
         const id = Number(params.id);
         if (events.get(id) === null) return htmlResponse(errorPage(404, `There is no event ${params.id}.`), 404);
         const asked = replay({ id }, body.destination);
         if (asked instanceof Response) return asked;
-        return redirect(`${BASE}/events/${id}?replayed=${asked}`);
+        session.flash = replayNotice(asked);
+        return redirect(`${BASE}/events/${id}`);
       }),
       { params: EventParams, body: t.Optional(ReplayForm) },
     )
@@ -353,9 +351,8 @@ export function operatorConsole(options: ConsoleOptions) {
     )
     .get(
       "/forwarding",
-      page(({ url, session }) => {
-        const replayed = url.searchParams.get("replayed");
-        return render(
+      page(({ session }) =>
+        render(
           "forwarding",
           "Forwarding",
           session,
@@ -364,17 +361,17 @@ export function operatorConsole(options: ConsoleOptions) {
             deadLetters: forwardProgress?.deadLetters() ?? [],
             consumers: consumers.list(),
             csrfToken: session.csrfToken,
-            replayed: replayed === null ? null : Number(replayed) || 0,
           }),
-        );
-      }),
+        ),
+      ),
     )
     .post(
       "/forwarding/replay",
-      action<typeof ReplayForm.static>(({ body }) => {
+      action<typeof ReplayForm.static>(({ body, session }) => {
         const asked = replay(body.id === undefined ? { dead: true } : { id: Number(body.id) }, body.destination);
         if (asked instanceof Response) return asked;
-        return redirect(`${BASE}/forwarding?replayed=${asked}`);
+        session.flash = replayNotice(asked);
+        return redirect(`${BASE}/forwarding`);
       }),
       { body: t.Optional(ReplayForm) },
     )

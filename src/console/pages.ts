@@ -21,7 +21,10 @@ const SECTIONS: [Section, string][] = [
 /** The hidden field every state-changing form carries. */
 const csrfField = (csrfToken: string) => html`<input type="hidden" name="csrf" value="${csrfToken}">`;
 
-export function layout({ title, section, csrfToken, body }: { title: string; section: Section; csrfToken: string; body: Html }): string {
+/** What the last action did, said once on the page it led to. */
+export const replayNotice = (sends: number) => `Replay requested: ${sends} ${sends === 1 ? "send" : "sends"}; forwarding picks it up within a second.`;
+
+export function layout({ title, section, csrfToken, notice, body }: { title: string; section: Section; csrfToken: string; notice: string | null; body: Html }): string {
   const nav = SECTIONS.map(
     ([name, label]) => html`<li><a href="${BASE}/${name}"${name === section ? html` aria-current="page"` : ""}>${label}</a></li>`,
   );
@@ -35,6 +38,7 @@ export function layout({ title, section, csrfToken, body }: { title: string; sec
 </header>
 <main id="main">
 <h1>${title}</h1>
+${notice !== null && html`<p class="notice ok" role="status">${notice}</p>`}
 ${body}
 </main>`,
   );
@@ -183,18 +187,15 @@ export function eventPage({
   event,
   forwarding,
   csrfToken,
-  replayed,
 }: {
   event: EventView & { deliveries: DeliveryView[] };
   forwarding: EventForwarding[] | null;
   csrfToken: string;
-  replayed: number | null;
 }): Html {
   const payload = event.payloadJson !== null ? indentJson(event.payloadJson) : event.payloadText;
   const replayForm = (destination: string | null, label: string) =>
     html`<form method="post" action="${BASE}/events/${event.id}/replay" class="inline">${csrfField(csrfToken)}${destination !== null && html`<input type="hidden" name="destination" value="${destination}">`}<button type="submit">${label}</button></form>`;
-  return html`${replayed !== null && html`<p class="notice ok" role="status">Replay requested: ${replayed} ${replayed === 1 ? "send" : "sends"}; forwarding picks it up within a second.</p>`}
-<dl class="facts">
+  return html`<dl class="facts">
 <dt>Received</dt><dd>${time(event.receivedAt)}</dd>
 <dt>Event</dt><dd>${eventName(event)}</dd>
 <dt>Organization</dt><dd>${text(event.organizationId)}</dd>
@@ -254,18 +255,15 @@ export function forwardingPage({
   deadLetters,
   consumers,
   csrfToken,
-  replayed,
 }: {
   destinations: DestinationStatus[] | null;
   deadLetters: DeadLetter[];
   consumers: ConsumerView[];
   csrfToken: string;
-  replayed: number | null;
 }): Html {
   const replayForm = (fields: Record<string, string>, label: string) =>
     html`<form method="post" action="${BASE}/forwarding/replay" class="inline">${csrfField(csrfToken)}${Object.entries(fields).map(([k, v]) => html`<input type="hidden" name="${k}" value="${v}">`)}<button type="submit">${label}</button></form>`;
-  return html`${replayed !== null && html`<p class="notice ok" role="status">Replay requested: ${replayed} ${replayed === 1 ? "send" : "sends"}; forwarding picks it up within a second.</p>`}
-<h2>Destinations</h2>
+  return html`<h2>Destinations</h2>
 ${
   destinations === null
     ? html`<p class="muted">Forwarding is off: no destination is configured (--forward-url, --forwards-file).</p>`

@@ -20,6 +20,11 @@ export interface Session {
   readonly csrfToken: string;
   readonly createdAt: number;
   lastUsedAt: number;
+  /**
+   * What the last action did, for the next page to say once. Kept here, not in the redirect's
+   * URL, so that a link cannot make the console claim something happened.
+   */
+  flash: string | null;
 }
 
 const digest = (value: string) => createHash("sha256").update(value, "utf8").digest();
@@ -46,7 +51,7 @@ export class Sessions {
     const now = this.now();
     this.dropExpired(now);
     while (this.sessions.size >= this.limits.maxSessions) this.sessions.delete(this.sessions.keys().next().value!);
-    const session: Session = { id: randomId(), csrfToken: randomId(), createdAt: now, lastUsedAt: now };
+    const session: Session = { id: randomId(), csrfToken: randomId(), createdAt: now, lastUsedAt: now, flash: null };
     this.sessions.set(session.id, session);
     return session;
   }
