@@ -69,7 +69,7 @@ ${error && html`<p class="notice error" role="alert"><strong>Not logged in:</str
 <form method="post" action="${BASE}/login">
   <label for="token">Query token</label>
   <input id="token" name="token" type="password" autocomplete="current-password" required autofocus>
-  <p class="hint">The receiver's query token (the file <code>query-token</code>). It is never kept in the browser: a session cookie is.</p>
+  <p class="hint">The receiver's query token (the file <code>query-token</code>). The console keeps only a session cookie, never the token; your browser may offer to save the token as a password, which is yours to accept or not.</p>
   <button type="submit">Log in</button>
 </form>
 </main>`,
