@@ -3,6 +3,7 @@
 import { describe, expect, test } from "bun:test";
 import fc from "fast-check";
 import { overHttps, sameOrigin } from "../src/console/console.ts";
+import { activityChart } from "../src/console/chart.ts";
 import { indentJson } from "../src/console/format.ts";
 import { html } from "../src/console/html.ts";
 import { MinuteSeries } from "../src/http/activity.ts";
@@ -106,5 +107,29 @@ describe("where a request comes from", () => {
     expect(overHttps(post({ "x-forwarded-proto": "http" }), "127.0.0.1")).toBe(false);
     expect(overHttps(post({}), "127.0.0.1")).toBe(false);
     expect(overHttps(post({}, "https://console.example/console/login"), "192.0.2.44")).toBe(true);
+  });
+});
+
+describe("activityChart", () => {
+  const hour = Date.UTC(2026, 11, 1, 12);
+  const minutes = Array.from({ length: 60 }, (_, i) => ({ start: hour + i * 60_000, accepted: i % 3, refused: i % 2, commits: 0, commitSeconds: 0 }));
+  const points = (svg: string, series: string) => new RegExp(`class="series ${series}" points="([^"]*)"`).exec(svg)![1]!.split(" ");
+
+  test("the minutes before the process started are shaded and named, not drawn as zeros", () => {
+    // Started 40 s into minute 45: minutes 0-44 were not counted; minute 45 was, in part.
+    const svg = activityChart(minutes, hour + 45 * 60_000 + 40_000).text;
+    expect(points(svg, "accepted")).toHaveLength(15);
+    expect(points(svg, "refused")).toHaveLength(15);
+    expect(points(svg, "accepted")[0]).toStartWith(`${(44 + (45 / 59) * 668).toFixed(1)},`);
+    expect(svg).toMatch(/<rect class="not-counted" x="44" y="8" width="509\.5" height="168">/);
+    expect(svg).toContain(">not running</text>");
+    expect(svg).toContain(`the shaded part, "not running", is before this receiver started`);
+  });
+
+  test("running for the whole window: every minute drawn, nothing shaded", () => {
+    const svg = activityChart(minutes, hour - 3_600_000).text;
+    expect(points(svg, "accepted")).toHaveLength(60);
+    expect(svg).not.toContain("not-counted");
+    expect(svg).not.toContain("not running");
   });
 });

@@ -351,5 +351,5 @@ export function healthPage(facts: HealthFacts): Html {
 </dl>
 <h2>Deliveries and refusals per minute</h2>
 <p>Over the last ${hours} hours${facts.uptimeSeconds < hours * 3600 ? " (counted since this receiver started)" : ""}: ${accepted} accepted, ${refused} refused.</p>
-${activityChart(facts.minutes)}`;
+${activityChart(facts.minutes, Date.parse(facts.startedAt))}`;
 }
