@@ -366,17 +366,40 @@ describe("forwarding on the pages", () => {
       expect(forwarding).toMatch(/<td data-label="Lag \(events\)">1<\/td>/);
       expect(forwarding).toContain('<span class="state warn">retrying</span>');
 
-      const replayed = await post(`/console/events/${id}/replay`, { csrf, destination: "app" }, cookie);
+      // In flight (retrying): no replay offered, and a post for one is refused, so nothing goes twice.
+      expect(page).toContain("none while it is failed, retrying: a replay now could send it twice");
+      expect(page).not.toContain(`action="/console/events/${id}/replay"`);
+      for (const fields of [{ csrf, destination: "app" }, { csrf }]) {
+        const refused = await post(`/console/events/${id}/replay`, fields, cookie);
+        expect(refused.status).toBe(409);
+        expect(await refused.text()).toContain(`Event ${id} is still being sent to app (failed, retrying): a replay now could send it twice.`);
+      }
+      expect((await post(`/console/events/${id}/replay`, { csrf, destination: "installs" }, cookie)).status).toBe(303); // not sent there: nothing asked
+      expect(await (await get(`/console/events/${id}`, cookie)).text()).toContain("Replay requested: 0 sends;");
+
+      // Delivered to both: a replay to one, or to every destination, is offered.
+      sink.answer = (received) => ({ status: received.eventId === id ? 500 : 200 });
+      const installed = signedDelivery({ event: "installed", installation: { id: "inst-other", organization: { id: "org-z" } } });
+      const deliveredId = ((await (await server.post(installed.body, installed.headers)).json()) as { id: number }).id;
+      let delivered = "";
+      await until(async () => (delivered = await (await get(`/console/events/${deliveredId}`, cookie)).text()).split(">delivered<").length === 3, 10_000, "delivered to both");
+      for (const label of ["Replay to app", "Replay to installs", "Replay to every destination"]) expect(delivered).toContain(`>${label}</button>`);
+      sink.answer = () => ({ status: 500 });
+      const replayed = await post(`/console/events/${deliveredId}/replay`, { csrf, destination: "app" }, cookie);
       expect(replayed.status).toBe(303);
-      expect(replayed.headers.get("location")).toBe(`/console/events/${id}`);
+      expect(replayed.headers.get("location")).toBe(`/console/events/${deliveredId}`);
       // Said once, on the page the replay led to, and only to the session that asked.
-      expect(await (await get(`/console/events/${id}`, other.cookie)).text()).not.toContain("Replay requested");
-      expect(await (await get(`/console/events/${id}`, cookie)).text()).toContain("Replay requested: 1 send;");
-      expect(await (await get(`/console/events/${id}`, cookie)).text()).not.toContain("Replay requested");
-      expect((await post(`/console/events/${id}/replay`, { csrf, destination: "nowhere" }, cookie)).status).toBe(404);
+      expect(await (await get(`/console/events/${deliveredId}`, other.cookie)).text()).not.toContain("Replay requested");
+      const after = await (await get(`/console/events/${deliveredId}`, cookie)).text();
+      expect(after).toContain("Replay requested: 1 send;");
+      expect(after).toContain('<span class="state warn">replay requested</span>');
+      expect(after).toContain("none while it is replay requested");
+      expect(after).not.toContain(">Replay to every destination</button>");
+      expect(await (await get(`/console/events/${deliveredId}`, cookie)).text()).not.toContain("Replay requested:");
+      expect((await post(`/console/events/${deliveredId}/replay`, { csrf, destination: "nowhere" }, cookie)).status).toBe(404);
       // A link cannot make the console claim a replay.
-      expect(await (await get(`/console/events/${id}?replayed=5`, cookie)).text()).not.toContain("Replay requested");
-      expect(await (await get("/console/forwarding?replayed=5", cookie)).text()).not.toContain("Replay requested");
+      expect(await (await get(`/console/events/${id}?replayed=5`, cookie)).text()).not.toContain("Replay requested:");
+      expect(await (await get("/console/forwarding?replayed=5", cookie)).text()).not.toContain("Replay requested:");
     } finally {
       sink.stop();
     }

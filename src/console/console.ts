@@ -17,7 +17,7 @@ import type { Logger } from "../logger.ts";
 import script from "./assets/console.js" with { type: "text" };
 import stylesheet from "./assets/console.css" with { type: "text" };
 import icon from "./assets/icon.svg" with { type: "text" };
-import { BASE, errorPage, eventPage, eventsPage, forwardingPage, healthPage, layout, loginPage, refusedPage, replayNotice, type FilterForm, type HealthFacts, type Section } from "./pages.ts";
+import { BASE, errorPage, eventPage, eventsPage, forwardingPage, FORWARDING_STATE, healthPage, layout, loginPage, REPLAYABLE, refusedPage, replayNotice, type FilterForm, type HealthFacts, type Section } from "./pages.ts";
 import { html } from "./html.ts";
 import { sameSecret, Sessions, type Session } from "./sessions.ts";
 
@@ -334,6 +334,14 @@ export function operatorConsole(options: ConsoleOptions) {
       action<typeof ReplayForm.static>(({ body, session, params }) => {
         const id = Number(params.id);
         if (events.get(id) === null) return htmlResponse(errorPage(404, `There is no event ${params.id}.`), 404);
+        // The page offers a replay only where it cannot send the event twice; a post says the same.
+        const inFlight = forwardProgress
+          ?.ofEvent(id)
+          ?.filter((f) => (body.destination === undefined || f.destination === body.destination) && f.state !== "not_sent" && !REPLAYABLE.has(f.state));
+        if (inFlight !== undefined && inFlight.length > 0) {
+          const where = inFlight.map((f) => `${f.destination} (${FORWARDING_STATE[f.state]})`).join(", ");
+          return htmlResponse(errorPage(409, `Event ${id} is still being sent to ${where}: a replay now could send it twice.`), 409);
+        }
         const asked = replay({ id }, body.destination);
         if (asked instanceof Response) return asked;
         session.flash = replayNotice(asked);

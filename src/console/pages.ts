@@ -158,7 +158,7 @@ ${page.events.length === 0 ? html`<p class="empty" id="no-events">No events matc
 <nav class="pager" aria-label="Pages">${page.next === null ? html`<span class="muted">No older events.</span>` : html`<a href="${BASE}/events?${withQuery({ after: page.next })}" rel="next">Older events</a>`}</nav>`;
 }
 
-const FORWARDING_STATE: Record<EventForwarding["state"], string> = {
+export const FORWARDING_STATE: Record<EventForwarding["state"], string> = {
   not_sent: "not sent (the destination's event filter skips it)",
   waiting: "waiting",
   retrying: "failed, retrying",
@@ -166,6 +166,18 @@ const FORWARDING_STATE: Record<EventForwarding["state"], string> = {
   dead: "dead letter",
   delivered: "delivered",
 };
+/**
+ * Where a replay cannot send something twice: the destination has given up on it or taken it.
+ * While it is waiting, retrying or already replayed, the forwarder will send it anyway.
+ */
+export const REPLAYABLE: ReadonlySet<EventForwarding["state"]> = new Set(["dead", "delivered"]);
+
+/** Whether "every destination" may be asked at once: more than one takes the event, and none has it in flight. */
+const replayableEverywhere = (forwarding: EventForwarding[]) => {
+  const taking = forwarding.filter((f) => f.state !== "not_sent");
+  return taking.length > 1 && taking.every((f) => REPLAYABLE.has(f.state));
+};
+
 const stateClass = (state: EventForwarding["state"]) => (state === "delivered" ? "ok" : state === "dead" || state === "retrying" ? "bad" : "warn");
 
 function delivery(d: DeliveryView, n: number): Html {
@@ -222,11 +234,11 @@ ${
 <td data-label="Failed attempts">${f.attempts}</td>
 <td data-label="Last error">${text(f.lastError)}</td>
 <td data-label="Next attempt">${time(f.nextAttemptAt)}</td>
-<td data-label="Action">${f.state === "not_sent" ? none : replayForm(f.destination, `Replay to ${f.destination}`)}</td>
+<td data-label="Action">${REPLAYABLE.has(f.state) ? replayForm(f.destination, `Replay to ${f.destination}`) : f.state === "not_sent" ? none : html`<span class="muted">none while it is ${FORWARDING_STATE[f.state]}: a replay now could send it twice</span>`}</td>
 </tr>`,
       )}</tbody>
 </table>
-${forwarding.length > 1 ? replayForm(null, "Replay to every destination") : ""}`
+${replayableEverywhere(forwarding) ? replayForm(null, "Replay to every destination") : ""}`
 }`;
 }
 
