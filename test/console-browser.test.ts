@@ -28,6 +28,9 @@ let page: Page;
 /** Every request any page of the browser made, and every console answer's headers. */
 const requests: string[] = [];
 const answers: { url: string; status: number; headers: Record<string, string> }[] = [];
+/** Every Content-Security-Policy violation a page reported, and every message it logged. */
+const violations: string[] = [];
+const messages: string[] = [];
 let sinkFails = true;
 
 async function deliver(payload: Record<string, unknown>): Promise<number> {
@@ -67,6 +70,11 @@ beforeAll(async () => {
     viewport: { width: 1200, height: 860 },
   });
   context.on("request", (request) => void requests.push(request.url()));
+  context.on("console", (message) => void messages.push(`${message.type()}: ${message.text()} (${message.location().url})`));
+  await context.exposeBinding("reportViolation", (_source, text: string) => void violations.push(text));
+  await context.addInitScript(
+    'document.addEventListener("securitypolicyviolation", (e) => window.reportViolation(`${location.pathname}: ${e.effectiveDirective} blocked ${e.blockedURI || "inline"}`))',
+  );
   context.on("response", (response) => {
     if (new URL(response.url()).pathname.startsWith("/console")) answers.push({ url: response.url(), status: response.status(), headers: response.headers() });
   });
@@ -108,6 +116,14 @@ test("the console in Chromium: login, filters, an event, live events, refusals, 
   // Login: the form, a wrong token, then the right one.
   await page.goto(`${server.url}/console`);
   expect(new URL(page.url()).pathname).toBe("/console/login");
+  // The violation report works: markup the CSP forbids, put in by the test, is reported.
+  await page.evaluate('document.body.insertAdjacentHTML("beforeend", `<img src="data:image/gif;base64,R0lGODlhAQABAAAAACw=" alt="">`)');
+  await until(() => violations.length === 1, 5000, "the test's own violation reported");
+  expect(violations[0]).toStartWith("/console/login: img-src blocked data");
+  expect(messages.some((m) => m.includes("Content Security Policy"))).toBe(true);
+  violations.length = 0;
+  messages.length = 0;
+  await page.reload();
   await page.getByLabel("Query token").fill("not-the-token");
   await page.getByRole("button", { name: "Log in" }).click();
   await contains(page.getByRole("alert"), "that is not the query token");
@@ -212,6 +228,11 @@ test("the console in Chromium: login, filters, an event, live events, refusals, 
   await other.locator('#live[data-state="stopped"]').waitFor({ timeout: 10_000 });
   expect(await other.locator("#live").textContent()).toBe("Live: stopped — reload or log in again.");
   await other.close();
+
+  // No page broke its Content-Security-Policy, or logged anything but the refusals the test made.
+  expect(violations).toEqual([]);
+  expect(messages.filter((m) => !/^error: Failed to load resource: the server responded with a status of 40[13] /.test(m))).toEqual([]);
+  console.log(`console messages of the pages: ${JSON.stringify(messages)}`);
 
   // Nothing left loopback, and every console answer had the security headers.
   expect(requests.length).toBeGreaterThan(20);

@@ -60,6 +60,8 @@ ${body}
 </html>`}`;
 }
 
+// The hidden username field lets a password manager file the token under this console (Chromium
+// asks every password form for one); the login ignores it.
 export function loginPage({ error }: { error?: string } = {}): string {
   return document(
     "Log in",
@@ -67,6 +69,7 @@ export function loginPage({ error }: { error?: string } = {}): string {
 <h1>icr-receiver console</h1>
 ${error && html`<p class="notice error" role="alert"><strong>Not logged in:</strong> ${error}</p>`}
 <form method="post" action="${BASE}/login">
+  <input name="username" value="icr-receiver" autocomplete="username" hidden>
   <label for="token">Query token</label>
   <input id="token" name="token" type="password" autocomplete="current-password" required autofocus>
   <p class="hint">The receiver's query token (the file <code>query-token</code>). The console keeps only a session cookie, never the token; your browser may offer to save the token as a password, which is yours to accept or not.</p>
