@@ -1,5 +1,6 @@
 // The operator's console over HTTP, on a real listening receiver: login, the session cookie,
 // CSRF, expiry, the security headers on every answer, and that the token never comes back out.
+import { Database } from "bun:sqlite";
 import { afterEach, describe, expect, test } from "bun:test";
 import { SECURITY_HEADERS } from "../src/console/console.ts";
 import { Sessions } from "../src/console/sessions.ts";
@@ -438,4 +439,113 @@ test("the token appears in no answer and no log line, whatever is tried", async 
   await Bun.sleep(20);
   expect(lines.some((line) => line.includes("console login refused"))).toBe(true);
   for (const text of [...seen, ...lines]) expect(text).not.toContain(QUERY_TOKEN);
+});
+
+describe("what each page shows", () => {
+  const ids = (text: string) => [...text.matchAll(/<a href="\/console\/events\/(\d+)">/g)].map((m) => Number(m[1]));
+  const deliver = async (payload: Record<string, unknown> = {}, headers: Record<string, string> = {}) => {
+    const d = signedDelivery(payload);
+    const response = await server!.post(d.body, { ...d.headers, ...headers });
+    expect(response.status).toBe(202);
+    return ((await response.json()) as { id: number }).id;
+  };
+
+  test("events: the event, installation, time and unparsed filters", async () => {
+    server = await startServer();
+    const { cookie } = await session(server.url);
+    const transaction = await deliver({ installation: { id: "inst-1", organization: { id: "org-a" } } });
+    const installed = await deliver({ event: "installed", installation: { id: "inst-2", organization: { id: "org-a" } } });
+    const unparsedDelivery = signDelivery("[]", FIXTURE_SECRET, { envelope: {} });
+    const unparsed = ((await (await server.post(unparsedDelivery.body, unparsedDelivery.headers)).json()) as { id: number }).id;
+    const list = async (query: string) => {
+      const response = await get(`/console/events?${query}`, cookie);
+      expect(`${query}: ${response.status}`).toBe(`${query}: 200`);
+      return ids(await response.text());
+    };
+    expect(await list("event=installed")).toEqual([installed]);
+    expect(await list("installation=inst-1")).toEqual([transaction]);
+    expect(await list("parsed=false")).toEqual([unparsed]);
+    expect(await list("parsed=true")).toEqual([installed, transaction]);
+    expect(await list("since=1h")).toEqual([unparsed, installed, transaction]);
+    expect(await list("until=1h")).toEqual([]);
+    expect(await list(`since=${new Date(Date.now() + 60_000).toISOString()}`)).toEqual([]);
+    expect(await list(`since=${new Date(Date.now() - 60_000).toISOString()}&until=${new Date(Date.now() + 60_000).toISOString()}`)).toEqual([unparsed, installed, transaction]);
+    const page = await (await get("/console/events?parsed=false", cookie)).text();
+    expect(page).toContain('<span class="state warn">unparsed: ');
+    expect(page).toContain('<option value="false" selected>unparsed only</option>');
+  });
+
+  test("a live list with a filter leaves out the events that do not match it", async () => {
+    server = await startServer();
+    const { cookie } = await session(server.url);
+    const page = await (await get("/console/events?event=installed&limit=5", cookie)).text();
+    const stream = await get(/data-stream="([^"]+)"/.exec(page)![1]!.replaceAll("&amp;", "&"), cookie);
+    expect(stream.status).toBe(200);
+    const other = await deliver();
+    const installed = await deliver({ event: "installed" });
+    const reader = stream.body!.getReader();
+    let text = "";
+    while (!text.includes(`id: ${installed}\n`)) text += new TextDecoder().decode((await reader.read()).value);
+    await reader.cancel();
+    expect(text).not.toContain(`id: ${other}\n`);
+  });
+
+  test("an event: envelope mismatch, the sender's address, the secret that matched", async () => {
+    server = await startServer({ secrets: [{ label: "old", secret: "an older secret" }, { label: "current", secret: FIXTURE_SECRET }] });
+    const { cookie } = await session(server.url);
+    const payloadText = JSON.stringify({ event: "installed", installation: { id: "inst-1", organization: { id: "org-a" } } });
+    const d = signDelivery(payloadText, FIXTURE_SECRET, { envelope: { event: "uninstalled" } });
+    const { id } = (await (await server.post(d.body, d.headers)).json()) as { id: number };
+    const page = await (await get(`/console/events/${id}`, cookie)).text();
+    expect(page).toContain("<dt>From address</dt><dd>127.0.0.1</dd>");
+    expect(page).toContain("<dt>Secret label</dt><dd>current</dd>");
+    expect(page).toContain('<dt>Envelope</dt><dd><span class="state warn">mismatch: unsigned top-level fields disagree with the signed payload</span></dd>');
+    expect(await (await get("/console/events", cookie)).text()).toContain('<span class="state warn">envelope mismatch</span>');
+    const matching = await deliver();
+    expect(await (await get(`/console/events/${matching}`, cookie)).text()).toContain("<dt>Envelope</dt><dd>matches the signed payload</dd>");
+  });
+
+  test("refused deliveries: the address column, and older pages by `before`", async () => {
+    server = await startServer();
+    const { cookie } = await session(server.url);
+    const forged = signedDelivery({}, { secret: "forger" });
+    for (let i = 0; i < 52; i++) expect((await server.post(forged.body, forged.headers)).status).toBe(403);
+    await until(() => (server!.database.sqlite.query("SELECT count(*) AS n FROM rejections").get() as { n: number }).n === 52, 5000, "52 refusals recorded");
+    const seqs = (text: string) => [...text.matchAll(/<td data-label="#">(\d+)<\/td>/g)].map((m) => Number(m[1]));
+    const first = await (await get("/console/refused", cookie)).text();
+    expect(seqs(first)).toEqual(Array.from({ length: 50 }, (_, i) => 52 - i));
+    expect(first.split('<td data-label="Address">127.0.0.1</td>').length - 1).toBe(50);
+    const older = /<a href="(\/console\/refused\?before=\d+)" rel="next">Older refusals<\/a>/.exec(first)![1]!;
+    const second = await (await get(older, cookie)).text();
+    expect(seqs(second)).toEqual([2, 1]);
+    expect(second).toContain("No older refusals.");
+  });
+
+  test("health: ready or not and why; commits, latency, sizes, free disk, version, uptime", async () => {
+    server = await startServer({}, { busyTimeoutMs: 200 });
+    const { cookie } = await session(server.url);
+    await deliver();
+    const ready = await (await get("/console/health", cookie)).text();
+    expect(ready).toContain("<strong>Ready:</strong> the log takes deliveries.");
+    expect(ready).toMatch(/<dt>Commits per second<\/dt><dd>\d+\.\d\d \(over the last full minute\)<\/dd>/);
+    expect(ready).toMatch(/<dt>Commit latency<\/dt><dd>(no commit in the last full minute|\d+\.\d ms on average)<\/dd>/);
+    expect(ready).toMatch(/<dt>Database<\/dt><dd>\d+(\.\d)? (KiB|MiB), write-ahead log \d+(\.\d)? (B|KiB|MiB)<\/dd>/);
+    expect(ready).toMatch(/<dt>Free disk<\/dt><dd>\d+(\.\d)? (KiB|MiB|GiB|TiB)<\/dd>/);
+    const { version } = (await Bun.file(`${import.meta.dir}/../package.json`).json()) as { version: string };
+    expect(ready).toContain(`<dt>Version</dt><dd>${version}</dd>`);
+    expect(ready).toMatch(/<dt>Uptime<\/dt><dd>\d+ s \(since <time datetime="[^"]+">/);
+    expect(ready).toContain("<dt>Rows</dt><dd>1 events, 1 deliveries, 0 refused deliveries kept</dd>");
+
+    // Another process holds the write lock (as a sqlite3 shell left in a transaction would).
+    const blocker = new Database(server.config.databasePath);
+    blocker.run("BEGIN IMMEDIATE");
+    try {
+      let page = "";
+      await until(async () => (page = await (await get("/console/health", cookie)).text()).includes("Not ready"), 5000, "not ready on the page");
+      expect(page).toContain("<strong>Not ready:</strong> the log&#39;s write lock is held by another process");
+    } finally {
+      blocker.run("ROLLBACK");
+      blocker.close();
+    }
+  });
 });
