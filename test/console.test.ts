@@ -370,7 +370,7 @@ describe("forwarding on the pages", () => {
       // In flight (retrying): no replay offered, and a post for one is refused, so nothing goes twice.
       expect(page).toContain("none while it is failed, retrying: a replay now could send it twice");
       expect(page).not.toContain(`action="/console/events/${id}/replay"`);
-      for (const fields of [{ csrf, destination: "app" }, { csrf }]) {
+      for (const fields of [{ csrf, destination: "app" }, { csrf }] as Record<string, string>[]) {
         const refused = await post(`/console/events/${id}/replay`, fields, cookie);
         expect(refused.status).toBe(409);
         expect(await refused.text()).toContain(`Event ${id} is still being sent to app (failed, retrying): a replay now could send it twice.`);
