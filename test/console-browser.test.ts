@@ -205,12 +205,15 @@ test("the console in Chromium: login, filters, an event, live events, refusals, 
 
   // Phone width: no sideways scrolling on any page.
   await page.setViewportSize({ width: 375, height: 740 });
-  for (const path of ["/console/events", "/console/events/1", "/console/refused", "/console/forwarding", "/console/health"]) {
-    await page.goto(server.url + path);
+  const noSidewaysScrolling = async (path: string) => {
     const { scrollWidth, clientWidth } = await page.evaluate<{ scrollWidth: number; clientWidth: number }>(
       "({ scrollWidth: document.documentElement.scrollWidth, clientWidth: document.documentElement.clientWidth })",
     );
     expect(`${path}: ${scrollWidth}`).toBe(`${path}: ${clientWidth}`);
+  };
+  for (const path of ["/console/events", "/console/events/1", "/console/refused", "/console/forwarding", "/console/health"]) {
+    await page.goto(server.url + path);
+    await noSidewaysScrolling(path);
     if (path === "/console/events/1") await screenshot("phone-event");
   }
   await page.goto(`${server.url}/console/events`);
@@ -225,6 +228,12 @@ test("the console in Chromium: login, filters, an event, live events, refusals, 
   expect(await context.cookies()).toEqual([]);
   await page.goto(`${server.url}/console/events`);
   expect(new URL(page.url()).pathname).toBe("/console/login");
+  // The login form, still at phone width, with its error shown.
+  await page.getByLabel("Query token").fill("not-the-token");
+  await page.getByRole("button", { name: "Log in" }).click();
+  await contains(page.getByRole("alert"), "that is not the query token");
+  await noSidewaysScrolling("/console/login");
+  await screenshot("phone-login");
   await other.locator('#live[data-state="stopped"]').waitFor({ timeout: 10_000 });
   expect(await other.locator("#live").textContent()).toBe("Live: stopped — reload or log in again.");
   await other.close();

@@ -549,3 +549,98 @@ describe("what each page shows", () => {
     }
   });
 });
+
+describe("forwarding and consumers on the pages", () => {
+  const secret = `whsec_${Buffer.from("a forwarding secret of 32 bytes!").toString("base64")}`;
+
+  test("dead letters on the event page; replay all of one destination, then all dead letters, each reaching its app", async () => {
+    const app = startSink([secret]);
+    const audit = startSink([secret]);
+    let failing = true;
+    for (const sink of [app, audit]) sink.answer = () => ({ status: failing ? 503 : 200 });
+    try {
+      server = await startServer({
+        forwarding: {
+          destinations: [
+            { name: "app", url: app.url, events: null },
+            { name: "audit", url: audit.url, events: null },
+          ],
+          secrets: [secret],
+          timeoutMs: 2000,
+          backoffMs: 50,
+          maxBackoffMs: 100,
+          maxAgeMs: 400,
+          concurrency: 2,
+        },
+      });
+      const { cookie, csrf } = await session(server.url);
+      const ids: number[] = [];
+      for (const installation of ["inst-a", "inst-b"]) {
+        const d = signedDelivery({ installation: { id: installation, organization: { id: "org-a" } } });
+        ids.push(((await (await server.post(d.body, d.headers)).json()) as { id: number }).id);
+      }
+      await until(async () => ((await (await server!.query("/forward/dead")).json()) as { deadLetters: unknown[] }).deadLetters.length === 4, 10_000, "four dead letters");
+      const event = await (await get(`/console/events/${ids[0]}`, cookie)).text();
+      expect(event.split('<span class="state bad">dead letter</span>').length - 1).toBe(2);
+      expect(event).toContain("HTTP 503");
+      for (const label of ["Replay to app", "Replay to audit", "Replay to every destination"]) expect(event).toContain(`>${label}</button>`);
+      const forwarding = await (await get("/console/forwarding", cookie)).text();
+      expect(forwarding).toContain(">Replay all of app</button>");
+      expect(forwarding).toContain(">Replay all dead letters</button>");
+      expect(forwarding.split("<td data-label=\"Destination\">").length - 1).toBe(2 + 4); // two destinations, four dead letters
+
+      failing = false;
+      const sent = (sink: typeof app) => new Set(sink.received.map((r) => r.eventId));
+      expect((await post("/console/forwarding/replay", { csrf, destination: "app" }, cookie)).status).toBe(303);
+      expect(await (await get("/console/forwarding", cookie)).text()).toContain("Replay requested: 2 sends;");
+      await until(() => ids.every((id) => sent(app).has(id)), 10_000, "both replays at the app");
+      // The sink records the requests it took (answered 2xx): the audit app's are still dead letters.
+      expect(audit.received).toEqual([]);
+      expect((await post("/console/forwarding/replay", { csrf }, cookie)).status).toBe(303);
+      expect(await (await get("/console/forwarding", cookie)).text()).toContain("Replay requested: 2 sends;");
+      await until(() => ids.every((id) => sent(audit).has(id)), 10_000, "both replays at the audit app");
+      await until(async () => (await (await get("/console/forwarding", cookie)).text()).includes("No dead letters."), 5000, "no dead letters left");
+    } finally {
+      app.stop();
+      audit.stop();
+    }
+  });
+
+  test("the oldest undelivered event's age; consumers and their lag", async () => {
+    const sink = startSink([secret]);
+    sink.answer = () => ({ status: 500 });
+    try {
+      server = await startServer({
+        forwarding: {
+          destinations: [{ name: "app", url: sink.url, events: null }],
+          secrets: [secret],
+          timeoutMs: 2000,
+          backoffMs: 60_000,
+          maxBackoffMs: 60_000,
+          maxAgeMs: 3_600_000,
+          concurrency: 1,
+        },
+      });
+      const { cookie } = await session(server.url);
+      for (let i = 0; i < 3; i++) {
+        const d = signedDelivery();
+        expect((await server.post(d.body, d.headers)).status).toBe(202);
+      }
+      await until(async () => (await (await get("/console/forwarding", cookie)).text()).includes('<span class="state warn">retrying</span>'), 10_000, "a first failed attempt");
+      await Bun.sleep(1100);
+      const forwarding = await (await get("/console/forwarding", cookie)).text();
+      expect(forwarding).toMatch(/<td data-label="Oldest undelivered">[1-9]\d* s old<\/td>/);
+      expect(forwarding).toMatch(/<td data-label="Lag \(events\)">3<\/td>/);
+      expect(forwarding).toContain("No named consumers");
+
+      expect((await server.query("/consumers/reporting/events")).status).toBe(200);
+      const ack = await fetch(`${server.url}/consumers/billing/ack`, { method: "POST", headers: { authorization: `Bearer ${QUERY_TOKEN}`, "content-type": "application/json" }, body: JSON.stringify({ through: 3 }) });
+      expect(ack.status).toBe(200);
+      const consumers = await (await get("/console/forwarding", cookie)).text();
+      expect(consumers).toMatch(/<td data-label="Consumer">reporting<\/td><td data-label="Position">0<\/td><td data-label="Lag \(events\)">3<\/td>/);
+      expect(consumers).toMatch(/<td data-label="Consumer">billing<\/td><td data-label="Position">3<\/td><td data-label="Lag \(events\)">0 <span class="state ok">caught up<\/span><\/td>/);
+    } finally {
+      sink.stop();
+    }
+  });
+});
