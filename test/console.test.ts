@@ -519,6 +519,7 @@ describe("what each page shows", () => {
     const second = await (await get(older, cookie)).text();
     expect(seqs(second)).toEqual([2, 1]);
     expect(second).toContain("No older refusals.");
+    for (const before of ["0x10", "1.5", "0", "-3"]) expect((await get(`/console/refused?before=${before}`, cookie)).status).toBe(400);
   });
 
   test("health: ready or not and why; commits, latency, sizes, free disk, version, uptime", async () => {

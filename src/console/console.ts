@@ -176,9 +176,9 @@ function whileValid(stream: Response, stillValid: () => boolean, checkMs: number
   return new Response(body, { status: stream.status, headers: stream.headers });
 }
 
-/** An event id as the pages write it: no sign, exponent, fraction, hex or leading zero. */
-const EventId = t.String({ pattern: "^[1-9][0-9]{0,15}$" });
-const EventParams = t.Object({ id: EventId });
+/** An event id or a refusal's number as the pages write it: no sign, exponent, fraction, hex or leading zero. */
+const PositiveId = t.String({ pattern: "^[1-9][0-9]{0,15}$" });
+const EventParams = t.Object({ id: PositiveId });
 
 const fileSize = (path: string) => statSync(path, { throwIfNoEntry: false })?.size ?? 0;
 
@@ -203,11 +203,20 @@ export function operatorConsole(options: ConsoleOptions) {
 
   /** A page for a logged-in operator, or the way to the login form. */
   const page =
-    (render: (context: { request: Request; url: URL; session: Session; server: Server<unknown> | null; params: Record<string, string> }) => Response) =>
-    ({ request, server, params }: { request: Request; server: Server<unknown> | null; params?: Record<string, string> }) => {
+    (
+      render: (context: {
+        request: Request;
+        url: URL;
+        session: Session;
+        server: Server<unknown> | null;
+        params: Record<string, string>;
+        query: Record<string, string | undefined>;
+      }) => Response,
+    ) =>
+    ({ request, server, params, query }: { request: Request; server: Server<unknown> | null; params?: Record<string, string>; query?: Record<string, string | undefined> }) => {
       const session = sessionOf(request);
       if (session === null) return redirect(`${BASE}/login`);
-      return render({ request, url: new URL(request.url), session, server, params: params ?? {} });
+      return render({ request, url: new URL(request.url), session, server, params: params ?? {}, query: query ?? {} });
     };
 
   /** A state-changing form's post: a session, its CSRF token and the console's own origin. */
@@ -242,19 +251,16 @@ export function operatorConsole(options: ConsoleOptions) {
 
   // Routes take it as t.Optional(ReplayForm): a form with no field at all is then refused for its
   // missing CSRF token (403), not as a body that failed its schema.
-  const ReplayForm = t.Object({ csrf: t.Optional(t.String()), destination: t.Optional(t.String({ minLength: 1 })), id: t.Optional(EventId) });
+  const ReplayForm = t.Object({ csrf: t.Optional(t.String()), destination: t.Optional(t.String({ minLength: 1 })), id: t.Optional(PositiveId) });
 
-  const plugin = new Elysia({ name: "console", prefix: BASE })
-    .mapResponse(({ set }) => {
-      Object.assign(set.headers, SECURITY_HEADERS);
-    })
-
-    .get("", () => redirect(`${BASE}/events`))
-    .get("/", () => redirect(`${BASE}/events`))
+  // Small plugins, composed below under the one prefix and the one set of security headers.
+  const assetFiles = new Elysia({ name: "console-assets" })
     .get("/assets/console.css", () => new Response(stylesheet, { headers: { "content-type": "text/css; charset=utf-8" } }))
     // Without an icon of its own, the browser asks for /favicon.ico, outside the console.
     .get("/assets/icon.svg", () => new Response(icon, { headers: { "content-type": "image/svg+xml" } }))
-    .get("/assets/console.js", () => new Response(script, { headers: { "content-type": "text/javascript; charset=utf-8" } }))
+    .get("/assets/console.js", () => new Response(script, { headers: { "content-type": "text/javascript; charset=utf-8" } }));
+
+  const signIn = new Elysia({ name: "console-login" })
     .get("/login", ({ request }) => (sessionOf(request) === null ? htmlResponse(loginPage()) : redirect(`${BASE}/events`)))
     .post(
       "/login",
@@ -290,7 +296,11 @@ export function operatorConsole(options: ConsoleOptions) {
         return redirect(`${BASE}/login`, { "set-cookie": cookie("", request, peer, 0) });
       },
       { body: t.Optional(t.Object({ csrf: t.Optional(t.String()) })) },
-    )
+    );
+
+  const pages = new Elysia({ name: "console-pages" })
+    .get("", () => redirect(`${BASE}/events`))
+    .get("/", () => redirect(`${BASE}/events`))
     .get(
       "/events",
       page(({ url, session }) => {
@@ -329,33 +339,13 @@ export function operatorConsole(options: ConsoleOptions) {
       }),
       { params: EventParams },
     )
-    .post(
-      "/events/:id/replay",
-      action<typeof ReplayForm.static>(({ body, session, params }) => {
-        const id = Number(params.id);
-        if (events.get(id) === null) return htmlResponse(errorPage(404, `There is no event ${params.id}.`), 404);
-        // The page offers a replay only where it cannot send the event twice; a post says the same.
-        const inFlight = forwardProgress
-          ?.ofEvent(id)
-          ?.filter((f) => (body.destination === undefined || f.destination === body.destination) && f.state !== "not_sent" && !REPLAYABLE.has(f.state));
-        if (inFlight !== undefined && inFlight.length > 0) {
-          const where = inFlight.map((f) => `${f.destination} (${FORWARDING_STATE[f.state]})`).join(", ");
-          return htmlResponse(errorPage(409, `Event ${id} is still being sent to ${where}: a replay now could send it twice.`), 409);
-        }
-        const asked = replay({ id }, body.destination);
-        if (asked instanceof Response) return asked;
-        session.flash = replayNotice(asked);
-        return redirect(`${BASE}/events/${id}`);
-      }),
-      { params: EventParams, body: t.Optional(ReplayForm) },
-    )
     .get(
       "/refused",
-      page(({ url, session }) => {
-        const before = url.searchParams.get("before");
-        const beforeSeq = before !== null && /^[1-9][0-9]{0,15}$/.test(before) ? Number(before) : undefined;
-        return render("refused", "Refused deliveries", session, refusedPage(inspect().rejections({ limit: 50, before: beforeSeq })));
+      page(({ session, query }) => {
+        const before = query.before === undefined ? undefined : Number(query.before);
+        return render("refused", "Refused deliveries", session, refusedPage(inspect().rejections({ limit: 50, before })));
       }),
+      { query: t.Object({ before: t.Optional(PositiveId) }) },
     )
     .get(
       "/forwarding",
@@ -372,16 +362,6 @@ export function operatorConsole(options: ConsoleOptions) {
           }),
         ),
       ),
-    )
-    .post(
-      "/forwarding/replay",
-      action<typeof ReplayForm.static>(({ body, session }) => {
-        const asked = replay(body.id === undefined ? { dead: true } : { id: Number(body.id) }, body.destination);
-        if (asked instanceof Response) return asked;
-        session.flash = replayNotice(asked);
-        return redirect(`${BASE}/forwarding`);
-      }),
-      { body: t.Optional(ReplayForm) },
     )
     .get(
       "/health",
@@ -402,7 +382,48 @@ export function operatorConsole(options: ConsoleOptions) {
         };
         return render("health", "Health", session, healthPage(facts));
       }),
+    );
+
+  const actions = new Elysia({ name: "console-actions" })
+    .post(
+      "/events/:id/replay",
+      action<typeof ReplayForm.static>(({ body, session, params }) => {
+        const id = Number(params.id);
+        if (events.get(id) === null) return htmlResponse(errorPage(404, `There is no event ${params.id}.`), 404);
+        // The page offers a replay only where it cannot send the event twice; a post says the same.
+        const inFlight = forwardProgress
+          ?.ofEvent(id)
+          ?.filter((f) => (body.destination === undefined || f.destination === body.destination) && f.state !== "not_sent" && !REPLAYABLE.has(f.state));
+        if (inFlight !== undefined && inFlight.length > 0) {
+          const where = inFlight.map((f) => `${f.destination} (${FORWARDING_STATE[f.state]})`).join(", ");
+          return htmlResponse(errorPage(409, `Event ${id} is still being sent to ${where}: a replay now could send it twice.`), 409);
+        }
+        const asked = replay({ id }, body.destination);
+        if (asked instanceof Response) return asked;
+        session.flash = replayNotice(asked);
+        return redirect(`${BASE}/events/${id}`);
+      }),
+      { params: EventParams, body: t.Optional(ReplayForm) },
     )
+    .post(
+      "/forwarding/replay",
+      action<typeof ReplayForm.static>(({ body, session }) => {
+        const asked = replay(body.id === undefined ? { dead: true } : { id: Number(body.id) }, body.destination);
+        if (asked instanceof Response) return asked;
+        session.flash = replayNotice(asked);
+        return redirect(`${BASE}/forwarding`);
+      }),
+      { body: t.Optional(ReplayForm) },
+    );
+
+  const plugin = new Elysia({ name: "console", prefix: BASE })
+    .mapResponse(({ set }) => {
+      Object.assign(set.headers, SECURITY_HEADERS);
+    })
+    .use(assetFiles)
+    .use(signIn)
+    .use(pages)
+    .use(actions)
     .all("/*", ({ request }) => htmlResponse(errorPage(404, `Nothing at ${new URL(request.url).pathname}.`), 404));
   return { plugin, close: () => inspection?.close() };
 }
