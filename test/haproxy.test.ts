@@ -37,7 +37,7 @@ afterEach(async () => {
 
 
 /** A receiver process on a fixed loopback port (so a restart comes back where HAProxy looks). */
-function receiverStarter(name: string, sink: Sink | null) {
+function receiverStarter(name: string, sink: Sink | null, rejectionLimit = 0) {
   const dataDir = tempDir(`icr-haproxy-${name}-`);
   const portPromise = freePort();
   let current: ReceiverProcess | null = null;
@@ -60,7 +60,7 @@ function receiverStarter(name: string, sink: Sink | null) {
         ICR_RECEIVER_DATA_DIR: dataDir,
         ICR_RECEIVER_SECRET: FIXTURE_SECRET,
         ICR_RECEIVER_QUERY_TOKEN: QUERY_TOKEN,
-        ICR_RECEIVER_REJECTION_LIMIT: "0",
+        ICR_RECEIVER_REJECTION_LIMIT: String(rejectionLimit),
       };
       if (sink) {
         Object.assign(env, {
@@ -253,5 +253,27 @@ describe.skipIf(HAPROXY === null)("two receivers behind deploy/haproxy.cfg", () 
     // A 403 is final: one receiver saw it, not both (retry-on has no 4xx).
     const rejections = [a, b].map((r) => Number(sqlite3(r.database, "SELECT count(*) FROM rejections WHERE status = 403", ["-readonly"])));
     expect(rejections.reduce((x, y) => x + y)).toBe(1);
+  }, 30_000);
+
+  test("refusals are counted against the address HAProxy appends to X-Forwarded-For, not one the sender wrote", async () => {
+    const a = receiverStarter("a", null, 2);
+    const b = receiverStarter("b", null, 2);
+    await Promise.all([a.start(), b.start()]);
+    const lb = await startHaproxy([await a.port, await b.port]);
+    // Each forgery claims another address; the proxy appends the real one (127.0.0.1), and that
+    // last hop is what each receiver counts: two refusals each, then 429.
+    const statuses: number[] = [];
+    for (let i = 0; i < 8; i++) {
+      const forged = signedDelivery({}, { secret: "not-the-secret" });
+      const response = await fetch(`${lb.url}/webhook`, { method: "POST", headers: { ...forged.headers, "x-forwarded-for": `203.0.113.${i + 1}` }, body: forged.body });
+      statuses.push(response.status);
+    }
+    expect(statuses.filter((s) => s === 403)).toHaveLength(4);
+    expect(statuses.filter((s) => s === 429)).toHaveLength(4);
+    // What the receivers saw: the sender's hop, then the proxy's.
+    const d = signedDelivery();
+    expect((await fetch(`${lb.url}/webhook`, { method: "POST", headers: { ...d.headers, "x-forwarded-for": "203.0.113.50" }, body: d.body })).status).toBe(202);
+    const seen = [a, b].map((r) => sqlite3(r.database, "SELECT json_extract(headers, '$.\"x-forwarded-for\"') FROM deliveries", ["-readonly"])).filter((v) => v !== "");
+    expect(seen).toEqual(["203.0.113.50, 127.0.0.1"]);
   }, 30_000);
 });
