@@ -52,6 +52,15 @@ function message(event: EventView, named: boolean): Uint8Array {
   return encoder.encode(`id: ${event.id}\n${named ? `event: ${name}\n` : ""}data: ${eventJson(event).replace(/[\r\n]/g, " ")}\n\n`);
 }
 
+/** An event's message, named or not. */
+type MessagesOf = (named: boolean) => Uint8Array;
+
+/** One event's messages, each encoded once however many streams send it. */
+function oneEventMessages(event: EventView): MessagesOf {
+  const encoded: { named?: Uint8Array; unnamed?: Uint8Array } = {};
+  return (named) => (named ? (encoded.named ??= message(event, true)) : (encoded.unnamed ??= message(event, false)));
+}
+
 class Stream {
   live = false;
   private controller!: ReadableStreamDefaultController<Uint8Array>;
@@ -86,7 +95,7 @@ class Stream {
 
   private catchUp(): void {
     const page = this.hub.events.list({ ...this.filter, order: "asc", limit: PAGE, after: this.lastId });
-    for (const event of page.events) this.deliver(event);
+    for (const event of page.events) this.deliver(event, oneEventMessages(event));
     if (page.next === null) {
       this.live = true;
       // Every event up to the newest has been considered; the hub offers the ones after it.
@@ -94,11 +103,11 @@ class Stream {
     }
   }
 
-  /** Sends one event, unless this stream already has it or does not want it. */
-  deliver(event: EventView): void {
+  /** Sends one event (its message from `messages`), unless this stream already has it or does not want it. */
+  deliver(event: EventView, messages: MessagesOf): void {
     if (event.id <= this.lastId || !matches(this.filter, event)) return;
     this.lastId = event.id;
-    this.send(message(event, this.named));
+    this.send(messages(this.named));
   }
 
   private send(chunk: Uint8Array): void {
@@ -174,7 +183,10 @@ class StreamHub {
   private offerNew(): void {
     for (let more = true; more && this.live.size > 0; ) {
       const page = this.events.list({ order: "asc", limit: PAGE, after: this.lastId });
-      for (const event of page.events) for (const stream of this.live) stream.deliver(event);
+      for (const event of page.events) {
+        const messages = oneEventMessages(event);
+        for (const stream of this.live) stream.deliver(event, messages);
+      }
       if (page.events.length > 0) this.lastId = page.events.at(-1)!.id;
       more = page.next !== null;
     }
