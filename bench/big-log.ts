@@ -5,8 +5,8 @@
 // The cache is keyed by what decides the log's content and layout: the events count, the share of
 // the queried pair, the generator (log-generator.ts and the signer it uses) and every file in drizzle/
 // (a new migration means a new schema, so a new log). Only a complete, checked build appears under
-// its key; a build for the same count under another key (or an unfinished one) is removed first
-// (a 10,000,000-event log is several GB).
+// its key; a build for the same count under another key is removed first (a 10,000,000-event log
+// is several GB).
 //
 // Runs add to the cached log: each start-up measurement posts one new event (its uid random, so it
 // is new in every run) and one repeat of a loaded delivery (a duplicate delivery row). The loaded
@@ -101,7 +101,7 @@ async function build(binary: string, spec: LogSpec, cachePrefix: string, target:
   const diskBefore = await diskFree();
   log(`  building the log: ${spec.events.toLocaleString("en-US")} events by \`icr-receiver import -\`; disk before: ${diskBefore}`);
   mkdirSync(CACHE_ROOT, { recursive: true });
-  const staging = mkdtempSync(join(CACHE_ROOT, `${cachePrefix}staging-`));
+  const staging = mkdtempSync(join(CACHE_ROOT, `staging-${cachePrefix}`));
   try {
     const database = join(staging, DATABASE_FILE);
     const started = performance.now();
@@ -155,10 +155,11 @@ export async function cachedLog(binary: () => Promise<string>, spec: LogSpec, pr
   const dir = join(CACHE_ROOT, `${prefix}${key}`);
   const cached = existsSync(join(dir, META)) && !rebuild;
   if (!cached) {
-    // Its staging directory is under the prefix too: a build of another kind of log, which may be
-    // running beside this one, is never touched.
+    // Only this prefix's unfinished builds: another kind of log may be building beside this one.
     if (existsSync(CACHE_ROOT)) {
-      for (const name of readdirSync(CACHE_ROOT)) if (name.startsWith(prefix)) rmSync(join(CACHE_ROOT, name), { recursive: true, force: true });
+      for (const name of readdirSync(CACHE_ROOT)) {
+        if (name.startsWith(prefix) || name.startsWith(`staging-${prefix}`)) rmSync(join(CACHE_ROOT, name), { recursive: true, force: true });
+      }
     }
     await build(await binary(), spec, prefix, dir, log);
   }
