@@ -20,7 +20,7 @@ import { run, track } from "./processes.ts";
 
 const REPO_DIR = resolve(import.meta.dir, "..");
 /** The files whose text decides the generated deliveries. */
-const GENERATOR_FILES = ["bench/log-generator.ts", "src/verify/sign-delivery.ts", "src/verify/signature.ts"].map((path) => join(REPO_DIR, path));
+export const GENERATOR_FILES = ["bench/log-generator.ts", "src/verify/sign-delivery.ts", "src/verify/signature.ts"].map((path) => join(REPO_DIR, path));
 
 function filesUnder(dir: string): string[] {
   return readdirSync(dir, { recursive: true, encoding: "utf8" })
@@ -97,11 +97,11 @@ function matchingCount({ events, matchingPerTen }: LogSpec): number {
   return matching;
 }
 
-async function build(binary: string, spec: LogSpec, target: string, log: (line: string) => void): Promise<void> {
+async function build(binary: string, spec: LogSpec, cachePrefix: string, target: string, log: (line: string) => void): Promise<void> {
   const diskBefore = await diskFree();
   log(`  building the log: ${spec.events.toLocaleString("en-US")} events by \`icr-receiver import -\`; disk before: ${diskBefore}`);
   mkdirSync(CACHE_ROOT, { recursive: true });
-  const staging = mkdtempSync(join(CACHE_ROOT, `staging-log-${spec.events}-`));
+  const staging = mkdtempSync(join(CACHE_ROOT, `staging-${cachePrefix}`));
   try {
     const database = join(staging, DATABASE_FILE);
     const started = performance.now();
@@ -141,18 +141,27 @@ async function build(binary: string, spec: LogSpec, target: string, log: (line: 
   }
 }
 
-/** The log for `spec`: from the cache, or built now (always with `rebuild`). */
-export async function bigLog(binary: string, spec: LogSpec, { rebuild, log }: { rebuild: boolean; log: (line: string) => void }): Promise<BuiltLog> {
-  const prefix = `log-${spec.events}-`;
-  const dir = join(CACHE_ROOT, `${prefix}${logKey(spec)}`);
+export interface CacheOptions {
+  rebuild: boolean;
+  log: (line: string) => void;
+}
+
+/**
+ * The log `binary` builds from `spec`, cached under `<prefix><key>`: from the cache, or built now
+ * (always with `rebuild`), removing first the other logs under `prefix`. `binary` is only asked
+ * for when the log is built (it may have to be built itself).
+ */
+export async function cachedLog(binary: () => Promise<string>, spec: LogSpec, prefix: string, key: string, { rebuild, log }: CacheOptions): Promise<BuiltLog> {
+  const dir = join(CACHE_ROOT, `${prefix}${key}`);
   const cached = existsSync(join(dir, META)) && !rebuild;
   if (!cached) {
+    // Only this prefix's unfinished builds: another kind of log may be building beside this one.
     if (existsSync(CACHE_ROOT)) {
       for (const name of readdirSync(CACHE_ROOT)) {
         if (name.startsWith(prefix) || name.startsWith(`staging-${prefix}`)) rmSync(join(CACHE_ROOT, name), { recursive: true, force: true });
       }
     }
-    await build(binary, spec, dir, log);
+    await build(await binary(), spec, prefix, dir, log);
   }
   const meta = JSON.parse(readFileSync(join(dir, META), "utf8")) as Omit<BuiltLog, "dir" | "database" | "cached">;
   const built = { ...meta, dir, database: join(dir, DATABASE_FILE), cached };
@@ -163,4 +172,9 @@ export async function bigLog(binary: string, spec: LogSpec, { rebuild, log }: { 
           `${(built.databaseBytes / 2 ** 30).toFixed(2)} GiB, ${Math.round(built.bytesPerEvent)} B/event: ${dir}`,
   );
   return built;
+}
+
+/** The long-lived app's log for `spec`, built by the current receiver. */
+export function bigLog(binary: string, spec: LogSpec, options: CacheOptions): Promise<BuiltLog> {
+  return cachedLog(async () => binary, spec, `log-${spec.events}-`, logKey(spec), options);
 }

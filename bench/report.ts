@@ -4,6 +4,7 @@ import { TARGETS, type Settings } from "./config.ts";
 import type { FixedRateForwarding, IngestForwarding, OutageResult, SustainedForwarding } from "./forward.ts";
 import type { FixedRateResult, IngestResult, SustainedResult } from "./ingest.ts";
 import type { Machine, Noise } from "./machine.ts";
+import { OLD_RELEASE, type MigrationResult } from "./migration.ts";
 import type { QueryResult } from "./query.ts";
 import type { FixedRateStreams, SustainedStreams } from "./streams.ts";
 import type { CpuSplit } from "./threads.ts";
@@ -28,6 +29,7 @@ export interface RunReport {
   forwarding: { fixedRate: FixedRateForwarding; ingest: IngestForwarding; outage: OutageResult };
   streams: FixedRateStreams;
   query: QueryResult;
+  migration: MigrationResult;
   problems: string[];
 }
 
@@ -252,6 +254,30 @@ function extraFigures(report: RunReport, verdicts: Verdicts): void {
     missing === 0 && checks.every((c) => c.problems.length === 0),
   );
   longLogFigures(report, add);
+  migrationFigures(report, add);
+}
+
+/** The upgrade from the last release: its migration's time, and the current `check` after it. */
+function migrationFigures(report: RunReport, add: Add): void {
+  const { log, before, after, applied, migrateSeconds, checkSeconds, failure } = report.migration;
+  const n = int(log.events);
+  const passed = failure === null;
+  const keys = after ?? before;
+  add(
+    `migration ${OLD_RELEASE.version} → current on ${n} events (\`icr-receiver migrate\` on a copy of a log written by the ${OLD_RELEASE.version} receiver built from ${OLD_RELEASE.commit.slice(0, 7)}, ` +
+      `${log.cached ? `from the cache (built ${log.builtAt.slice(0, 16).replace("T", " ")} UTC` : "built in this run ("}in ${int(log.buildSeconds)} s, its own check ${int(log.checkSeconds)} s); ` +
+      `applied ${applied.join(", ") || "nothing"}; ${int(keys.keyRows)} event_keys rows, ${after === null ? "digests not verified" : `${int(after.missingDigests)} without a digest`})` +
+      (passed ? "" : `: ${failure}`),
+    Number.isFinite(migrateSeconds) ? `${migrateSeconds.toFixed(2)} s` : "failed",
+    "reported; check passes after it",
+    passed,
+  );
+  add(
+    `\`icr-receiver check\` (current) on the migrated ${n}-event log`,
+    Number.isFinite(checkSeconds) ? `${checkSeconds.toFixed(1)} s, passes` : after === null ? "not run" : "fails",
+    "passes; reported",
+    passed,
+  );
 }
 
 type Add = (figure: string, value: string, target: string, pass: boolean | null) => void;

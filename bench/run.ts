@@ -4,7 +4,8 @@
 // load, the HTTP ceiling, the durable floor, the Express peer and the compiled receiver (with its CPU
 // by thread); then the receiver alone at a fixed rate and for a sustained minute, each also with 50
 // open event streams and with forwarding on (forward.ts: also at full speed, and through an outage
-// of its destination), and on the long-lived app's log. Prints one Markdown report with PASS/FAIL
+// of its destination), and on the long-lived app's log; last, the upgrade of a 0.4.0 log of
+// 1,000,000 events (migration.ts, the log cached too). Prints one Markdown report with PASS/FAIL
 // against the targets.
 //
 // Exit status: 0 every target met; 2 the run is valid but a target was missed; 1 the run is invalid
@@ -12,7 +13,7 @@
 //
 // Loopback only; every process it starts is stopped and every file it writes is removed at the end,
 // on error and on Ctrl-C too (except the caches of the Express peer's install, see setup.ts, and of
-// the long-lived app's log, see big-log.ts).
+// the long-lived app's log and the 0.4.0 log, see big-log.ts and migration.ts).
 import { randomBytes } from "node:crypto";
 import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -23,6 +24,7 @@ import { DeliveryPool } from "./deliveries.ts";
 import { measureFixedRateForwarding, measureIngestForwarding, measureOutage, measureSustainedForwarding } from "./forward.ts";
 import { measureFixedRate, measureIngest, measureSustained, type IngestContext, type IngestResult } from "./ingest.ts";
 import { describeMachine, sampleNoise } from "./machine.ts";
+import { measureMigration, MIGRATION_LOG, OLD_RELEASE, oldReleaseLog } from "./migration.ts";
 import { stopAll } from "./processes.ts";
 import { measureQueries } from "./query.ts";
 import { formatCpuSplit, renderReport } from "./report.ts";
@@ -35,13 +37,14 @@ import { socketErrorCount } from "./wrk.ts";
 const STREAMS = 50;
 
 const USAGE = `usage: bun run bench [--quick] [--no-peer-cache] [--rebuild-log] [--log-only]
-  --quick          a short smoke run (about 3 minutes): shorter runs, a 200,000-event log
+  --quick          a short smoke run (about 3 minutes): shorter runs, 200,000-event logs
   --no-peer-cache  install the Express peer into the run's temporary directory instead of reusing
                    the copy cached under ~/.cache/icr-receiver-bench (its native build takes ~1.5 min)
-  --rebuild-log    build the long-lived app's log again although ~/.cache/icr-receiver-bench holds
-                   one for this events count, generator and drizzle/ migrations (10,000,000 events:
-                   minutes, about 10 GB)
-  --log-only       build (or find in the cache) the long-lived app's log, print where, and stop`;
+  --rebuild-log    build the logs again although ~/.cache/icr-receiver-bench holds them: the
+                   long-lived app's (for this events count, generator and drizzle/ migrations;
+                   10,000,000 events: minutes, about 10 GB) and the 0.4.0 log the upgrade migrates
+                   (1,000,000 events, built by the 0.4.0 receiver compiled from git)
+  --log-only       build (or find in the cache) both logs, print where, and stop`;
 
 const REPO_DIR = resolve(import.meta.dir, "..");
 const PEERS_DIR = resolve(REPO_DIR, "..", "shared", "peers");
@@ -115,6 +118,9 @@ async function main(): Promise<number> {
     // Before any measurement: building it keeps both cores busy for minutes.
     log(`the long-lived app's log: ${settings.query.events.toLocaleString("en-US")} events`);
     const longLog = await bigLog(receiverBinary, { events: settings.query.events, matchingPerTen: settings.query.matchingPerTen }, { rebuild: rebuildLog, log });
+    const migrationSpec = MIGRATION_LOG[settings.mode];
+    log(`the ${OLD_RELEASE.version} log the upgrade migrates: ${migrationSpec.events.toLocaleString("en-US")} events`);
+    const oldLog = await oldReleaseLog(migrationSpec, root, { rebuild: rebuildLog, log });
     if (logOnly) return 0;
     startWatchdog();
 
@@ -211,6 +217,10 @@ async function main(): Promise<number> {
     const query = await measureQueries(ctx.paths, secrets, root, longLog, settings.query, log);
     ctx.problems.push(...query.problems);
 
+    log(`the upgrade: a copy of the ${OLD_RELEASE.version} log migrated by this receiver, then checked`);
+    const migration = await measureMigration(receiverBinary, oldLog, join(root, "migration"), log);
+    if (migration.failure !== null) log(`  ${migration.failure}`);
+
     const noiseAfter = await sampleNoise();
     const { text, failures } = renderReport({
       settings,
@@ -230,6 +240,7 @@ async function main(): Promise<number> {
       forwarding: { fixedRate: fixedForwarding, ingest: ingestForwarding, outage },
       streams,
       query,
+      migration,
       problems: ctx.problems,
     });
     console.log(`\n${text}`);
