@@ -133,6 +133,20 @@ describe("forwarding", () => {
     expect(app.received[0]!.attempt).toBe(4);
   });
 
+  test("an app that never answers: each attempt ends after the forward timeout, and the event becomes a dead letter saying so", async () => {
+    const app = sink();
+    const hung: number[] = [];
+    app.answer = (r) => (r.headers["x-icr-event"] === "suspended" ? (hung.push(r.eventId), "hang") : { status: 200 });
+    const server = await receiverFor(forwarding([{ name: "default", url: app.url, events: null }], { timeoutMs: 200, maxAgeMs: 300, backoffMs: 50 }));
+    const stuck = await post(server, inInstallation("inst-t", { event: "suspended" }));
+    const after = await post(server, inInstallation("inst-t", { event: "unsuspended" }));
+    await until(() => app.received.some((r) => r.eventId === after.id), 10_000, "the next event of the lane");
+    expect(hung.length).toBeGreaterThanOrEqual(2);
+    expect(hung.every((id) => id === stuck.id)).toBe(true);
+    const dead = await (await server.query("/forward/dead")).json();
+    expect(dead.deadLetters).toEqual([expect.objectContaining({ destination: "default", eventId: stuck.id, lastError: "no answer within 200 ms" })]);
+  });
+
   test("past the maximum age an event is a dead letter, the lane moves on, and a replay of the dead letters delivers it", async () => {
     const app = sink();
     let down = true;
