@@ -8,6 +8,7 @@ import { dirname } from "node:path";
 import { Elysia, t } from "elysia";
 import { ReplayChoiceError, UnknownDestination, type ForwardProgress, type ReplaySelection } from "../forward/progress.ts";
 import type { MinuteSeries } from "../http/activity.ts";
+import { sameSecret } from "../http/auth.ts";
 import { isLoopback, limitedAddress } from "../http/client-address.ts";
 import type { ErrorPages } from "../http/errors.ts";
 import type { RejectionLimiter } from "../http/rejection-limit.ts";
@@ -19,7 +20,7 @@ import stylesheet from "./assets/console.css" with { type: "text" };
 import icon from "./assets/icon.svg" with { type: "text" };
 import { BASE, errorPage, eventPage, eventsPage, forwardingPage, FORWARDING_STATE, healthPage, layout, loginPage, REPLAYABLE, refusedPage, replayNotice, type FilterForm, type HealthFacts, type Section } from "./pages.ts";
 import { html } from "./html.ts";
-import { sameSecret, Sessions, type Session } from "./sessions.ts";
+import { Sessions, type Session } from "./sessions.ts";
 
 export const SESSION_COOKIE = "icr_console";
 

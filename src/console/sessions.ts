@@ -1,7 +1,7 @@
 // The console's sessions: a random id in a cookie, held in memory only (a restart logs everyone
 // out), each with an idle and an absolute limit, at most `maxSessions` at once, and a CSRF token
 // of its own for every form that changes state.
-import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
+import { randomBytes } from "node:crypto";
 
 export interface SessionLimits {
   /** A session unused this long ends (ms). */
@@ -16,7 +16,7 @@ export const SESSION_LIMITS: SessionLimits = { idleMs: 30 * 60_000, absoluteMs: 
 
 export interface Session {
   readonly id: string;
-  /** Put in every form that changes state; compared with `sameSecret`. */
+  /** Put in every form that changes state; compared with `sameSecret` (src/http/auth.ts). */
   readonly csrfToken: string;
   readonly createdAt: number;
   lastUsedAt: number;
@@ -26,11 +26,6 @@ export interface Session {
    */
   flash: string | null;
 }
-
-const digest = (value: string) => createHash("sha256").update(value, "utf8").digest();
-
-/** Compares two secrets in constant time whatever their lengths (both are hashed first). */
-export const sameSecret = (given: string, expected: string) => timingSafeEqual(digest(given), digest(expected));
 
 const randomId = () => randomBytes(32).toString("base64url");
 

@@ -4,15 +4,14 @@ import { HttpError } from "./errors.ts";
 
 const digest = (value: string) => createHash("sha256").update(value, "utf8").digest();
 
-/**
- * Whether an Authorization header carries `Bearer <token>`. Both sides are hashed first so the
- * comparison takes the same time whatever the length of what was sent.
- */
+/** Compares two secrets in constant time whatever their lengths (both are hashed first). */
+export const sameSecret = (given: string, expected: string) => timingSafeEqual(digest(given), digest(expected));
+
+/** Whether an Authorization header carries `Bearer <token>`, compared with `sameSecret`. */
 function bearerMatches(authorization: string | null, token: string): boolean {
   // The scheme is case-insensitive (RFC 9110, 11.1).
   const match = /^Bearer (.+)$/i.exec(authorization ?? "");
-  const given = digest(match?.[1] ?? "");
-  return timingSafeEqual(given, digest(token)) && match !== null;
+  return sameSecret(match?.[1] ?? "", token) && match !== null;
 }
 
 /**
