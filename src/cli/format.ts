@@ -50,7 +50,8 @@ export function formatNdjson(records: readonly (EventView & { deliveries?: Deliv
   return records.map((record) => `${eventJson(record)}\n`).join("");
 }
 
-export function formatBytes(bytes: number): string {
+/** Bytes in binary units; `fractionDigits` of the scaled value (one by default). */
+export function formatBytes(bytes: number, fractionDigits: (scaled: number) => number = () => 1): string {
   if (bytes < 1024) return `${bytes} B`;
   const units = ["KiB", "MiB", "GiB", "TiB"];
   let value = bytes / 1024;
@@ -59,7 +60,7 @@ export function formatBytes(bytes: number): string {
     value /= 1024;
     unit++;
   }
-  return `${value.toFixed(1)} ${units[unit]}`;
+  return `${value.toFixed(fractionDigits(value))} ${units[unit]}`;
 }
 
 export function formatSeconds(seconds: number): string {

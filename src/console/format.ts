@@ -1,4 +1,5 @@
 // Text for the console's pages: JSON laid out for reading, sizes, ages.
+import { formatBytes } from "../cli/format.ts";
 
 /**
  * JSON text re-indented, token for token: numbers and strings stay exactly as stored (parsing and
@@ -46,17 +47,8 @@ export function indentJson(text: string, indent = "  "): string {
   return out;
 }
 
-export function bytes(n: number): string {
-  if (n < 1024) return `${n} B`;
-  const units = ["KiB", "MiB", "GiB", "TiB"];
-  let value = n / 1024;
-  let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit++;
-  }
-  return `${value.toFixed(value < 10 ? 1 : 0)} ${units[unit]}`;
-}
+/** A size as the pages show it: a decimal only below 10 of a unit (8.5 KiB, 120 KiB). */
+export const bytes = (n: number) => formatBytes(n, (scaled) => (scaled < 10 ? 1 : 0));
 
 /** A duration in seconds as an operator reads it: 45 s, 12 min, 3 h 5 min, 2 d 4 h. */
 export function duration(seconds: number): string {
