@@ -7,22 +7,9 @@
 import { closeSync, fsyncSync, openSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { signDelivery, type SignedDelivery as SignedIcrDelivery } from "../src/verify/sign-delivery.ts";
-
-export const EVENTS = [
-  "warehouseTransaction",
-  "organizationTransaction",
-  "installed",
-  "newPermissionsAccepted",
-  "suspended",
-  "unsuspended",
-  "uninstalled",
-] as const;
-export const ORGANIZATIONS = ["org-1", "org-2", "org-3", "org-4"] as const;
+import { BASE_TIME, EVENTS, ORGANIZATIONS, STATUSES, TYPES } from "./log-generator.ts";
 
 const TRANSACTION_EVENTS = new Set<string>(["warehouseTransaction", "organizationTransaction"]);
-const STATUSES = ["processed", "failed", "pending_queue"] as const;
-const TYPES = ["transfer", "transfer_retire", "retire"] as const;
-const BASE_TIME = Date.parse("2025-01-01T00:00:00.000Z");
 
 export interface DeliverySpec {
   event: string;

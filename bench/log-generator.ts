@@ -11,11 +11,12 @@ export const QUERY_ORGANIZATION = "org-1";
  * receiver serving that log must verify repeats of them), not anybody's credential. */
 export const LOG_FIXTURE_SECRET = "icr-receiver-bench-log-fixture-secret";
 
-const EVENTS = ["warehouseTransaction", "organizationTransaction", "installed", "newPermissionsAccepted", "suspended", "unsuspended", "uninstalled"] as const;
-const ORGANIZATIONS = ["org-1", "org-2", "org-3", "org-4"] as const;
-const STATUSES = ["processed", "failed", "pending_queue"] as const;
-const TYPES = ["transfer", "transfer_retire", "retire"] as const;
-const BASE_TIME = Date.parse("2025-01-01T00:00:00.000Z");
+/** ICR's event names, the bench's organizations, and the transaction fields' values: shared with deliveries.ts. */
+export const EVENTS = ["warehouseTransaction", "organizationTransaction", "installed", "newPermissionsAccepted", "suspended", "unsuspended", "uninstalled"] as const;
+export const ORGANIZATIONS = ["org-1", "org-2", "org-3", "org-4"] as const;
+export const STATUSES = ["processed", "failed", "pending_queue"] as const;
+export const TYPES = ["transfer", "transfer_retire", "retire"] as const;
+export const BASE_TIME = Date.parse("2025-01-01T00:00:00.000Z");
 
 export interface LogSpec {
   events: number;
