@@ -1,27 +1,40 @@
 // Which payload digests the log already holds, and under which event id: how the writer tells a
 // repeated delivery from a new event, over the whole log, with memory and start-up that do not
-// grow with it. The copied part of the log is found through event_keys' digest index (its first
-// 8 bytes, written behind the log by the keys copier), each match confirmed against the event's
-// full payload_sha256; the events above the copied part, a few steps' worth, are held in memory.
+// grow with it. Most of the log is found through event_digests (the first 8 bytes of each digest,
+// indexed), each match confirmed against the event's full payload_sha256; the newest events, at
+// most a batch or two of them, are held in memory until they are copied there.
+//
+// The copy is what keeps a commit cheap on a log of millions: a batch of digests is sorted before
+// it is written, so each index page it touches is written once for all of the batch's digests that
+// fall on it. Written in id order, a random key dirties about one index page per event.
 import { sql } from "drizzle-orm";
 import type { EventLogDatabase } from "./database.ts";
-import { eventKeys, events } from "./schema.ts";
+import { events } from "./schema.ts";
 
-/**
- * The last event whose digest is in event_keys with every one before it: a row copied without
- * one (by a 0.4.0 receiver during the hand-over) stops it until the copier fills it in.
- */
-export const COPIED_DIGESTS_THROUGH = `coalesce(
-  (SELECT min(event_id) - 1 FROM event_keys WHERE digest IS NULL),
-  (SELECT max(event_id) FROM event_keys),
-  0)`;
+/** How many new events wait before a batch is copied (the most the tail holds, near enough). */
+export const DIGESTS_PER_BATCH = 65_536;
+/** Rows read or written per step of a batch: one short hold of the write lock each. */
+export const DIGESTS_PER_STEP = 4096;
+/** A quiet log copies what waits after this long without a commit, however little. */
+export const DIGESTS_QUIET_MS = 1000;
+/** Further behind than this when a writer starts, and it copies batches before its first commit. */
+export const MAX_TAIL_AT_START = 2 * DIGESTS_PER_BATCH;
 
-/** The first 8 bytes of a hex digest, in SQL: what event_keys.digest holds. */
+/** The last event that event_digests holds with every one before it. */
+export const COPIED_DIGESTS_THROUGH = "coalesce((SELECT through FROM event_digests_progress WHERE id = 1), 0)";
+
+/** The first 8 bytes of a hex digest, in SQL: what event_digests.digest holds. */
 export const digestPrefix = (hex: unknown) => sql`unhex(substr(${hex}, 1, 16))`;
 
 /** The copied event with this prefix and this full digest. */
 export const COPIED_EVENT =
-  "SELECT e.id FROM event_keys k JOIN events e ON e.id = k.event_id WHERE k.digest = ? AND e.payload_sha256 = ? LIMIT 1";
+  "SELECT e.id FROM event_digests d JOIN events e ON e.id = d.event_id WHERE d.digest = ? AND e.payload_sha256 = ? LIMIT 1";
+
+/**
+ * The tail's key: the digest's first 52 bits as a number, which a Map holds without allocating,
+ * where the 64-character string would cost a hundred bytes or more an event.
+ */
+const tailKey = (digest: string) => Number.parseInt(digest.slice(0, 13), 16);
 
 export function eventDigests({ db, sqlite }: EventLogDatabase) {
   const p = (name: string) => sql.placeholder(name);
@@ -29,6 +42,7 @@ export function eventDigests({ db, sqlite }: EventLogDatabase) {
   // The commit path's one query per new delivery: a plain statement, without Drizzle's mapping of
   // every call, and the prefix cut in JS rather than by SQL functions.
   const copiedEvent = sqlite.prepare<{ id: number }, [Uint8Array, string]>(COPIED_EVENT);
+  const tailEvent = sqlite.prepare<{ id: number }, [number, string]>("SELECT id FROM events WHERE id = ? AND payload_sha256 = ?");
   const eventsAfter = db
     .select({ id: events.id, payloadSha256: events.payloadSha256 })
     .from(events)
@@ -36,58 +50,163 @@ export function eventDigests({ db, sqlite }: EventLogDatabase) {
     .orderBy(events.id)
     .prepare();
 
-  /** Digest → event id of the events above `copied` up to `last`, in id order (a Map keeps it). */
-  const tail = new Map<string, number>();
+  /** Tail key → event id of the events above `copied` up to `last`, in id order (a Map keeps it). */
+  const tail = new Map<number, number>();
+  /** The rare event whose tail key another tail event already has, by its full digest. */
+  const collided = new Map<string, number>();
   let copied = 0;
   let last = 0;
   let stale = true;
 
+  const hold = (digest: string, id: number) => {
+    const key = tailKey(digest);
+    if (tail.has(key)) collided.set(digest, id);
+    else tail.set(key, id);
+    last = id;
+  };
+
   return {
     /**
-     * Brings the tail up to the log: drops what the copier has copied since, reads what other
-     * writers appended (under the write lock, so nothing comes in between). Bounded by how far the
-     * copier is behind, never by the log's size. `lastEventId`, when the caller has read it under
-     * the lock, spares the read of newer events when there are none.
+     * Brings the tail up to the log: drops what has been copied since, reads what other writers
+     * appended (under the write lock, so nothing comes in between). Bounded by how far the copy is
+     * behind, never by the log's size. `lastEventId`, when the caller has read it under the lock,
+     * spares the read of newer events when there are none.
      */
     sync(lastEventId = Infinity): void {
       const through = copiedThrough.get()!.id;
       if (stale || through < copied) {
-        // After a rollback, or an event_keys emptied to be rebuilt: read the tail again.
+        // After a rollback, or an event_digests emptied to be rebuilt: read the tail again.
         tail.clear();
+        collided.clear();
         last = through;
         stale = false;
-      } else {
-        for (const [digest, id] of tail) {
+      } else if (through > copied) {
+        for (const [key, id] of tail) {
           if (id > through) break;
-          tail.delete(digest);
+          tail.delete(key);
         }
+        for (const [digest, id] of collided) if (id <= through) collided.delete(digest);
       }
       copied = through;
       if (last < copied) last = copied;
       if (last >= lastEventId) return;
-      for (const row of eventsAfter.all({ after: last })) {
-        tail.set(row.payloadSha256, row.id);
-        last = row.id;
-      }
+      for (const row of eventsAfter.all({ after: last })) hold(row.payloadSha256, row.id);
     },
     /** The event holding this digest, if any. */
     find(digest: string): number | null {
-      return tail.get(digest) ?? copiedEvent.get(Buffer.from(digest.slice(0, 16), "hex"), digest)?.id ?? null;
+      const held = tail.get(tailKey(digest));
+      if (held !== undefined && tailEvent.get(held, digest) !== null) return held;
+      return collided.get(digest) ?? copiedEvent.get(Buffer.from(digest.slice(0, 16), "hex"), digest)?.id ?? null;
     },
     /** Records that the event just inserted, `id`, holds `digest`. */
-    add(digest: string, id: number): void {
-      tail.set(digest, id);
-      last = id;
-    },
+    add: hold,
     /** The tail may hold digests of rows that were rolled back: read it again at the next sync. */
     forget(): void {
       stale = true;
     },
     /** How many events the tail holds (for tests). */
     get held(): number {
-      return tail.size;
+      return tail.size + collided.size;
     },
   };
 }
 
 export type EventDigests = ReturnType<typeof eventDigests>;
+
+/**
+ * Copies the digests of new events into event_digests, a batch at a time and a step at a time:
+ * `step()` gathers or writes up to DIGESTS_PER_STEP rows and returns whether the batch has more to
+ * do, or another batch's worth waits (with `all`, anything at all). A batch is sorted in a temporary table of this connection, in
+ * memory; each write is one IMMEDIATE transaction, and the last one records the batch as copied.
+ * Another writer copying the same events meanwhile (a hand-over) adds nothing: rows are unique.
+ */
+/** A row of a batch, where its steps end. */
+interface BatchKey {
+  digest: Uint8Array;
+  event_id: number;
+}
+
+export function eventDigestsCopier({ sqlite }: EventLogDatabase) {
+  sqlite.run("PRAGMA temp_store = MEMORY");
+  sqlite.run(
+    "CREATE TEMP TABLE IF NOT EXISTS digest_batch (digest BLOB NOT NULL, event_id INTEGER NOT NULL, PRIMARY KEY (digest, event_id)) WITHOUT ROWID",
+  );
+  const behind = sqlite.prepare<{ through: number; last: number }, []>(
+    `SELECT ${COPIED_DIGESTS_THROUGH} AS through, (SELECT coalesce(max(id), 0) FROM events) AS last`,
+  );
+  // Through events_id_payload_sha256: the digests without the payloads beside them.
+  const gather = sqlite.prepare<never, [number, number]>(
+    "INSERT OR IGNORE INTO temp.digest_batch SELECT unhex(substr(payload_sha256, 1, 16)), id FROM events INDEXED BY events_id_payload_sha256 WHERE id > ? AND id <= ?",
+  );
+  const stepEnd = sqlite.prepare<BatchKey, [Uint8Array, number]>(
+    `SELECT digest, event_id FROM temp.digest_batch WHERE (digest, event_id) > (?, ?) ORDER BY digest, event_id LIMIT 1 OFFSET ${DIGESTS_PER_STEP - 1}`,
+  );
+  const write = sqlite.prepare<never, [Uint8Array, number, Uint8Array, number]>(
+    "INSERT OR IGNORE INTO event_digests (digest, event_id) SELECT digest, event_id FROM temp.digest_batch WHERE (digest, event_id) > (?, ?) AND (digest, event_id) <= (?, ?) ORDER BY digest, event_id",
+  );
+  const recordCopied = sqlite.prepare<never, [number]>(
+    "INSERT INTO event_digests_progress (id, through) VALUES (1, ?1) ON CONFLICT (id) DO UPDATE SET through = max(through, excluded.through)",
+  );
+  const clearBatch = sqlite.prepare("DELETE FROM temp.digest_batch");
+  // Sorts before every digest, and after every one: the ends of a batch.
+  const FIRST: BatchKey = { digest: new Uint8Array(0), event_id: 0 };
+  const LAST: BatchKey = { digest: new Uint8Array(9).fill(0xff), event_id: Number.MAX_SAFE_INTEGER };
+
+  /** The batch being copied: events up to `through`, gathered up to `gathered`, written up to `after`. */
+  let batch: { through: number; gathered: number; after: BatchKey } | null = null;
+
+  /** Writes the step after `after`; returns where it ended, LAST for the batch's last step. */
+  const writeStep = sqlite.transaction((current: NonNullable<typeof batch>): BatchKey => {
+    const end = stepEnd.get(current.after.digest, current.after.event_id) ?? LAST;
+    write.run(current.after.digest, current.after.event_id, end.digest, end.event_id);
+    if (end === LAST) {
+      recordCopied.run(current.through);
+      clearBatch.run();
+    }
+    return end;
+  });
+
+  const step = (all = false): boolean => {
+    if (batch === null) {
+      const { through, last } = behind.get()!;
+      if (last <= through) return false;
+      clearBatch.run();
+      batch = { through: Math.min(last, through + DIGESTS_PER_BATCH), gathered: through, after: FIRST };
+    }
+    if (batch.gathered < batch.through) {
+      const to = Math.min(batch.through, batch.gathered + DIGESTS_PER_STEP);
+      gather.run(batch.gathered, to);
+      batch.gathered = to;
+      return true;
+    }
+    // Moved on only once the step has committed: a step that failed is written again.
+    const end = writeStep.immediate(batch);
+    if (end !== LAST) {
+      batch.after = end;
+      return true;
+    }
+    batch = null;
+    const { through, last } = behind.get()!;
+    return last - through >= (all ? 1 : DIGESTS_PER_BATCH);
+  };
+
+  return {
+    step,
+    /** How many events event_digests does not hold yet, with every one before them. */
+    behind(): number {
+      const { through, last } = behind.get()!;
+      return last - through;
+    },
+  };
+}
+
+export type EventDigestsCopier = ReturnType<typeof eventDigestsCopier>;
+
+/**
+ * Before a writer's first batch: copies batches until what is left for EventDigests to hold in
+ * memory is small. Only a log far behind takes a step here (event_digests emptied to be rebuilt, a
+ * writer that could not copy for long): bounded by how far behind, not by the log's size.
+ */
+export function copyDigestBacklog(copier: EventDigestsCopier): void {
+  while (copier.behind() > MAX_TAIL_AT_START) copier.step(true);
+}

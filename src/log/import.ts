@@ -5,7 +5,8 @@
 // importing the same export twice changes nothing.
 import { batchAppender, type AcceptedDelivery } from "./append.ts";
 import type { EventLogDatabase } from "./database.ts";
-import { copyBacklog, eventKeysCopier, KEYS_PER_STEP } from "./event-keys.ts";
+import { copyDigestBacklog, DIGESTS_PER_BATCH, eventDigestsCopier } from "./event-digests.ts";
+import { eventKeysCopier, KEYS_PER_STEP } from "./event-keys.ts";
 
 /** What became of one delivery of a batch. */
 export type ImportOutcome =
@@ -28,7 +29,8 @@ export function deliveryImporter(database: EventLogDatabase) {
   const append = batchAppender(database);
   const { digests } = append;
   const copyKeys = eventKeysCopier(database);
-  copyBacklog(database, copyKeys);
+  const digestsCopier = eventDigestsCopier(database);
+  copyDigestBacklog(digestsCopier);
   // Through deliveries_event_id: an event has a handful of deliveries.
   const stored = sqlite.prepare<{ one: number }, [number, string, string | null]>(
     "SELECT 1 AS one FROM deliveries INDEXED BY deliveries_event_id WHERE event_id = ? AND received_at = ? AND raw_body IS ? LIMIT 1",
@@ -70,22 +72,27 @@ export function deliveryImporter(database: EventLogDatabase) {
 
   return {
     append(batch: AcceptedDelivery[]): ImportOutcome[] {
+      let outcomes: ImportOutcome[];
       try {
-        return transaction.immediate(batch);
+        outcomes = transaction.immediate(batch);
       } catch (error) {
         // Rolled back whole, perhaps after the appender's savepoint was released: the digests'
         // tail may hold rows that are gone.
         digests.forget();
         throw error;
       }
+      // A batch of digests, in steps of their own (a receiver beside it commits between them).
+      if (digestsCopier.behind() >= DIGESTS_PER_BATCH) while (digestsCopier.step());
+      return outcomes;
     },
     /**
-     * Copies the filter keys of new events (as the receiver's writer does behind its commits),
-     * a step of KEYS_PER_STEP per transaction, until none are left. Returns how many it copied.
+     * Copies the filter keys and digests of new events (as the receiver's writer does behind its
+     * commits), a step per transaction, until none are left. Returns how many keys it copied.
      */
     copyKeys(): number {
       let total = 0;
       for (let copied = KEYS_PER_STEP; copied >= KEYS_PER_STEP; total += copied) copied = copyKeys();
+      while (digestsCopier.step(true));
       return total;
     },
   };

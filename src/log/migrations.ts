@@ -13,6 +13,7 @@ import consumers from "../../drizzle/0006_consumers.sql" with { type: "text" };
 import reconcileRuns from "../../drizzle/0007_reconcile_runs.sql" with { type: "text" };
 import forwardingLease from "../../drizzle/0008_forwarding_lease.sql" with { type: "text" };
 import eventDigests from "../../drizzle/0009_event_digests.sql" with { type: "text" };
+import eventDigestsSorted from "../../drizzle/0010_event_digests_sorted.sql" with { type: "text" };
 
 /** Every migration's SQL by journal tag; a test checks that it matches the journal exactly. */
 export const migrationSql: Record<string, string> = {
@@ -26,6 +27,7 @@ export const migrationSql: Record<string, string> = {
   "0007_reconcile_runs": reconcileRuns,
   "0008_forwarding_lease": forwardingLease,
   "0009_event_digests": eventDigests,
+  "0010_event_digests_sorted": eventDigestsSorted,
 };
 
 export interface Migration {

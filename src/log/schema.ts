@@ -2,7 +2,7 @@
 // json_extract works, timestamps as ISO-8601 UTC text (lexical order is time order).
 // Both tables are append-only: the triggers that enforce it live in a custom migration in drizzle/.
 import { sql } from "drizzle-orm";
-import { blob, index, integer, primaryKey, real, sqliteTable, text } from "drizzle-orm/sqlite-core";
+import { blob, check, index, integer, primaryKey, real, sqliteTable, text, uniqueIndex } from "drizzle-orm/sqlite-core";
 
 /**
  * One row per distinct signed payload: what ICR told us happened. An authentic delivery whose
@@ -33,7 +33,7 @@ export const events = sqliteTable(
      * repeat of the same payload is the same event.
      * Distinct by construction (the writer looks each one up before it inserts; `check` verifies),
      * not by a unique index: a key that random would dirty one index page per commit. Its first
-     * 64 bits are indexed in event_keys instead, behind the log.
+     * 64 bits are indexed in event_digests instead, behind the log.
      */
     payloadSha256: text("payload_sha256").notNull(),
     secretLabel: text("secret_label").notNull(),
@@ -44,8 +44,8 @@ export const events = sqliteTable(
     unparsedReason: text("unparsed_reason"),
   },
   (table) => [
-    // No longer read by this release: a 0.4.0 receiver still serving during the hand-over to it
-    // reads it (INDEXED BY) to find repeats, and would fail every batch without it.
+    // The digests of a run of events without reading past their payloads: how event_digests and
+    // the writer's tail of it are filled (and how a 0.4.0 receiver finds repeats).
     index("events_id_payload_sha256").on(table.id, table.payloadSha256),
     // Appended in time order too, so also touched at its last page only.
     index("events_received_at").on(table.receivedAt),
@@ -73,13 +73,13 @@ export const eventKeys = sqliteTable(
     organizationId: text("organization_id"),
     installationId: text("installation_id"),
     /**
-     * The first 8 bytes of the event's payload_sha256: how a repeat is found in the copied part of
-     * the log (src/log/event-digests.ts), confirmed against the event's full digest.
+     * No longer written or read by this release: the first 8 bytes of the event's payload_sha256,
+     * by which a 0.5.0 receiver finds repeats, kept with its index so that one still serving
+     * during the hand-over to this release keeps working (it fills in what this one leaves NULL).
      */
     digest: blob("digest", { mode: "buffer" }),
   },
   (table) => [
-    // A random key: written behind the log in steps, never by the commit that answers a delivery.
     index("event_keys_digest").on(table.digest),
     index("event_keys_organization_event").on(table.organizationId, table.event),
     // An organization alone: in (organization, event) its events are in id order only per event.
@@ -87,6 +87,33 @@ export const eventKeys = sqliteTable(
     index("event_keys_installation").on(table.installationId),
     index("event_keys_event").on(table.event),
   ],
+);
+
+/**
+ * The first 8 bytes of every event's payload_sha256, indexed: how the writer finds a repeat
+ * anywhere in the log (src/log/event-digests.ts), each match confirmed against the event's full
+ * digest. Written behind the log in batches sorted by digest, so that the random index is written
+ * a page at a time for all of a batch's digests on it rather than a page for each digest. Derived
+ * from `events`; `check` proves it against them.
+ */
+export const eventDigests = sqliteTable(
+  "event_digests",
+  {
+    digest: blob("digest", { mode: "buffer" }).notNull(),
+    eventId: integer("event_id").notNull(),
+  },
+  // Unique, so that copying a batch again (after a crash halfway through it) adds nothing.
+  (table) => [uniqueIndex("event_digests_digest_event").on(table.digest, table.eventId)],
+);
+
+/** One row: every event up to `through` has its row in event_digests (a batch is copied in steps). */
+export const eventDigestsProgress = sqliteTable(
+  "event_digests_progress",
+  {
+    id: integer("id").primaryKey(),
+    through: integer("through").notNull(),
+  },
+  (table) => [check("event_digests_progress_one_row", sql`${table.id} = 1`)],
 );
 
 /** One row per accepted HTTP delivery, first or repeat, exactly as it arrived. */

@@ -4,7 +4,9 @@ import { batchAppender, type Appended, type Rejection } from "./append.ts";
 import { unpackBatch, type PackedBatch } from "./batch-message.ts";
 import type { CheckpointRequest } from "./checkpoint-worker.ts";
 import { closeDatabase, openDatabase, type Checkpoints, type EventLogDatabase } from "./database.ts";
-import { copyBacklog, eventKeysCopier, KeysFollower } from "./event-keys.ts";
+import { copyDigestBacklog, DIGESTS_PER_BATCH, DIGESTS_QUIET_MS, eventDigestsCopier } from "./event-digests.ts";
+import { eventKeysCopier, KEYS_DELAY_MS, KEYS_PER_STEP } from "./event-keys.ts";
+import { Follower } from "./follower.ts";
 
 export interface WriterOptions {
   path: string;
@@ -28,7 +30,8 @@ const reply = (message: WriterReply) => self.postMessage(message);
 let log: EventLogDatabase;
 let checkpointer: Worker | undefined;
 let append: ReturnType<typeof batchAppender>;
-let keys: KeysFollower;
+let keys: Follower;
+let digests: Follower;
 
 self.onmessage = ({ data: request }: MessageEvent<WriterRequest>) => {
   if (request.type === "open") {
@@ -38,7 +41,9 @@ self.onmessage = ({ data: request }: MessageEvent<WriterRequest>) => {
       log = openDatabase(path, { busyTimeoutMs, migrate: false, checkpoints });
       append = batchAppender(log);
       const copyKeys = eventKeysCopier(log);
-      keys = new KeysFollower(copyKeys);
+      keys = new Follower(() => copyKeys() >= KEYS_PER_STEP, { eagerAt: KEYS_PER_STEP, delayMs: KEYS_DELAY_MS, quiet: false });
+      const digestsCopier = eventDigestsCopier(log);
+      digests = new Follower(digestsCopier.step, { eagerAt: DIGESTS_PER_BATCH, delayMs: DIGESTS_QUIET_MS, quiet: true });
       // Checkpoints belong to the checkpointer thread; the writer's own automatic checkpoint stays
       // as a backstop at 16 MB of WAL, should the checkpointer fall behind.
       // Under Litestream, neither: it checkpoints, after copying the WAL (openDatabase set 0).
@@ -47,12 +52,13 @@ self.onmessage = ({ data: request }: MessageEvent<WriterRequest>) => {
         checkpointer = new Worker(new URL("./checkpoint-worker.ts", import.meta.url).href);
         checkpointer.postMessage({ type: "start", path, intervalMs: 25 } satisfies CheckpointRequest);
       }
-      // The events event_keys does not hold yet: a few steps' worth, whatever the log's size.
-      copyBacklog(log, copyKeys);
+      // The events event_digests does not hold yet: a batch or two, whatever the log's size.
+      copyDigestBacklog(digestsCopier);
       append.warm();
       reply({ type: "ready" });
-      // Keys a crashed receiver had not copied yet.
+      // What a crashed receiver had not copied yet.
       keys.step();
+      digests.appended(digestsCopier.behind());
     } catch (error) {
       reply({ type: "failed", message: error instanceof Error ? error.message : String(error) });
     }
@@ -64,6 +70,7 @@ self.onmessage = ({ data: request }: MessageEvent<WriterRequest>) => {
     void stopped.then(() => {
       checkpointer?.terminate();
       keys?.finish();
+      digests?.finish();
       closeDatabase(log);
       reply({ type: "closed" });
     });
@@ -73,7 +80,9 @@ self.onmessage = ({ data: request }: MessageEvent<WriterRequest>) => {
   try {
     const results = append(unpackBatch(request.batch), request.rejections);
     reply({ type: "committed", results, seconds: (performance.now() - started) / 1000 });
-    keys.appended(results.reduce((count, result) => (result.duplicate ? count : count + 1), 0));
+    const appended = results.reduce((count, result) => (result.duplicate ? count : count + 1), 0);
+    keys.appended(appended);
+    digests.appended(appended);
   } catch (error) {
     reply({ type: "failed", message: error instanceof Error ? error.message : String(error) });
   }
