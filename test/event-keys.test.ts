@@ -1,12 +1,12 @@
 // event_keys, the filter index written behind the log: queries that cross its last row, the copy
-// step on its own (two writers, a backlog), when the writer copies, and the receiver keeping it up.
+// step on its own (two writers, a backlog), and the receiver keeping it up.
 import { describe, expect, test } from "bun:test";
 import { Database } from "bun:sqlite";
 import { join } from "node:path";
 import { runChecks } from "../src/log/check.ts";
 import { batchAppender, type AcceptedDelivery } from "../src/log/append.ts";
 import { closeDatabase, openDatabase, openDatabaseReadOnly, type EventLogDatabase } from "../src/log/database.ts";
-import { eventKeysCopier, KEYS_DELAY_MS, KEYS_EAGER, KEYS_PER_STEP, KeysFollower } from "../src/log/event-keys.ts";
+import { eventKeysCopier, KEYS_PER_STEP } from "../src/log/event-keys.ts";
 import { bundledMigrations, migrate } from "../src/log/migrations.ts";
 import { EventQueries, type EventFilter } from "../src/log/query.ts";
 import { acceptedDelivery } from "./support/accepted-delivery.ts";
@@ -35,7 +35,7 @@ function logWith(count: number): EventLogDatabase {
 /** Copies the keys of the events up to `lastId` only, as if the writer were behind. */
 const copyKeysUpTo = (log: EventLogDatabase, lastId: number) =>
   log.sqlite.run(
-    "INSERT INTO event_keys SELECT id, event, organization_id, installation_id, unhex(substr(payload_sha256, 1, 16)) FROM events WHERE id <= ?",
+    "INSERT INTO event_keys (event_id, event, organization_id, installation_id) SELECT id, event, organization_id, installation_id FROM events WHERE id <= ?",
     [lastId],
   );
 
@@ -128,65 +128,6 @@ describe("copying keys", () => {
     expect(eventKeysCheck(log)).toMatchObject({ ok: true, data: { copied: KEYS_PER_STEP + 700, behind: 0, wrong: 0, missing: 0 } });
     closeDatabase(other);
     closeDatabase(log);
-  });
-});
-
-describe("KeysFollower: when the writer copies", () => {
-  /** A copy step over a counter of waiting events, the way eventKeysCopier behaves. */
-  function backlog(waiting: number) {
-    const state = { waiting, steps: 0, failNext: false };
-    const copy = () => {
-      state.steps++;
-      if (state.failNext) {
-        state.failNext = false;
-        throw new Error("database is locked");
-      }
-      const copied = Math.min(KEYS_PER_STEP, state.waiting);
-      state.waiting -= copied;
-      return copied;
-    };
-    return { state, copy };
-  }
-  const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-  test("a few events wait for the delay; a burst is copied at once", async () => {
-    const { state, copy } = backlog(0);
-    const follower = new KeysFollower(copy);
-    state.waiting += 5;
-    follower.appended(5);
-    state.waiting += 5;
-    follower.appended(5);
-    expect(state.steps).toBe(0);
-    await sleep(KEYS_DELAY_MS * 3);
-    expect(state).toEqual({ waiting: 0, steps: 1, failNext: false });
-
-    state.waiting += KEYS_EAGER;
-    follower.appended(KEYS_EAGER);
-    expect(state).toEqual({ waiting: 0, steps: 2, failNext: false });
-  });
-
-  test("a backlog goes step by step, letting other work in between; a failed step is tried again", async () => {
-    const { state, copy } = backlog(KEYS_PER_STEP * 2 + 10);
-    const follower = new KeysFollower(copy);
-    follower.step();
-    expect(state.steps).toBe(1);
-    expect(state.waiting).toBe(KEYS_PER_STEP + 10);
-    await sleep(20);
-    expect(state).toEqual({ waiting: 0, steps: 3, failNext: false });
-
-    state.waiting = 3;
-    state.failNext = true;
-    follower.appended(3);
-    await sleep(KEYS_DELAY_MS * 4);
-    expect(state).toEqual({ waiting: 0, steps: 5, failNext: false });
-  });
-
-  test("finish copies everything left, without waiting", () => {
-    const { state, copy } = backlog(KEYS_PER_STEP * 3 + 1);
-    const follower = new KeysFollower(copy);
-    follower.appended(1);
-    follower.finish();
-    expect(state).toEqual({ waiting: 0, steps: 4, failNext: false });
   });
 });
 

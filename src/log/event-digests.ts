@@ -113,19 +113,20 @@ export function eventDigests({ db, sqlite }: EventLogDatabase) {
 
 export type EventDigests = ReturnType<typeof eventDigests>;
 
-/**
- * Copies the digests of new events into event_digests, a batch at a time and a step at a time:
- * `step()` gathers or writes up to DIGESTS_PER_STEP rows and returns whether the batch has more to
- * do, or another batch's worth waits (with `all`, anything at all). A batch is sorted in a temporary table of this connection, in
- * memory; each write is one IMMEDIATE transaction, and the last one records the batch as copied.
- * Another writer copying the same events meanwhile (a hand-over) adds nothing: rows are unique.
- */
 /** A row of a batch, where its steps end. */
 interface BatchKey {
   digest: Uint8Array;
   event_id: number;
 }
 
+/**
+ * Copies the digests of new events into event_digests, a batch at a time and a step at a time:
+ * `step()` gathers or writes up to DIGESTS_PER_STEP rows and returns whether the batch has more to
+ * do, or another batch's worth waits (with `all`, anything at all). A batch is sorted in a
+ * temporary table of this connection, in memory; each write is one IMMEDIATE transaction, and the
+ * last one records the batch as copied. Another writer copying the same events meanwhile (a
+ * hand-over) adds nothing: rows are unique.
+ */
 export function eventDigestsCopier({ sqlite }: EventLogDatabase) {
   sqlite.run("PRAGMA temp_store = MEMORY");
   sqlite.run(
