@@ -70,7 +70,8 @@ export function oldReleaseLog(spec: LogSpec, workDir: string, options: CacheOpti
   return cachedLog(() => buildOldReceiver(join(workDir, `receiver-${OLD_RELEASE.version}`), options.log), spec, prefix, cacheKey(spec), options);
 }
 
-/** What the log holds that the migration is about: `event_keys.digest`, filled and indexed. */
+/** What the log holds that the migrations are about: `event_keys.digest` filled and indexed (0009), then
+ * every copied digest in `event_digests` (0010). */
 export interface DigestState {
   events: number;
   /** Events whose keys were copied into `event_keys` (the rest, a tail, the receiver copies later). */
@@ -79,6 +80,9 @@ export interface DigestState {
   hasDigestIndex: boolean;
   /** Copied rows still without a digest (the migration must leave none). */
   missingDigests: number;
+  /** Rows of `event_digests` (NaN before 0010), and how far it counts as complete. */
+  digestRows: number;
+  digestsThrough: number;
   appliedMigrations: number;
 }
 
@@ -87,12 +91,15 @@ function digestState(database: string): DigestState {
   try {
     const count = (sql: string) => sqlite.query<{ n: number }, []>(sql).get()?.n ?? NaN;
     const hasDigestColumn = sqlite.query("SELECT 1 FROM pragma_table_info('event_keys') WHERE name = 'digest'").get() !== null;
+    const tableExists = (name: string) => sqlite.query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?").get(name) !== null;
     return {
       events: count("SELECT count(*) AS n FROM events"),
       keyRows: count("SELECT count(*) AS n FROM event_keys"),
       hasDigestColumn,
       hasDigestIndex: sqlite.query("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'event_keys_digest'").get() !== null,
       missingDigests: hasDigestColumn ? count("SELECT count(*) AS n FROM event_keys WHERE digest IS NULL") : NaN,
+      digestRows: tableExists("event_digests") ? count("SELECT count(*) AS n FROM event_digests") : NaN,
+      digestsThrough: tableExists("event_digests_progress") ? count("SELECT coalesce(max(through), 0) AS n FROM event_digests_progress") : NaN,
       appliedMigrations: count("SELECT count(*) AS n FROM __drizzle_migrations"),
     };
   } finally {
@@ -156,6 +163,7 @@ async function migrateCopy(receiverBinary: string, oldLog: BuiltLog, workDir: st
     after.hasDigestIndex ? null : "no event_keys_digest index",
     after.missingDigests === 0 ? null : `${after.missingDigests} copied rows without a digest`,
     after.keyRows > 0 ? null : "event_keys is empty (nothing was filled)",
+    after.digestRows === after.keyRows && after.digestsThrough === after.keyRows ? null : `event_digests holds ${after.digestRows} rows, complete through ${after.digestsThrough}, for ${after.keyRows} copied events`,
     after.events === before.events ? null : `events went from ${before.events} to ${after.events}`,
     after.appliedMigrations === before.appliedMigrations + result.applied.length ? null : "__drizzle_migrations does not record what migrate said it applied",
   ].filter((problem) => problem !== null);

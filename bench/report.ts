@@ -266,7 +266,7 @@ function migrationFigures(report: RunReport, add: Add): void {
   add(
     `migration ${OLD_RELEASE.version} → current on ${n} events (\`icr-receiver migrate\` on a copy of a log written by the ${OLD_RELEASE.version} receiver built from ${OLD_RELEASE.commit.slice(0, 7)}, ` +
       `${log.cached ? `from the cache (built ${log.builtAt.slice(0, 16).replace("T", " ")} UTC ` : "built in this run ("}in ${int(log.buildSeconds)} s, its own check ${int(log.checkSeconds)} s); ` +
-      `applied ${applied.join(", ") || "nothing"}; ${int(keys.keyRows)} event_keys rows, ${after === null ? "digests not verified" : `${int(after.missingDigests)} without a digest`})` +
+      `applied ${applied.join(", ") || "nothing"}; ${int(keys.keyRows)} event_keys rows, ${after === null ? "digests not verified" : `${int(after.missingDigests)} without a digest, ${int(after.digestRows)} in event_digests`})` +
       (passed ? "" : `: ${failure}`),
     Number.isFinite(migrateSeconds) ? `${migrateSeconds.toFixed(2)} s` : "failed",
     "reported; check passes after it",
