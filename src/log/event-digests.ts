@@ -12,7 +12,7 @@ import type { EventLogDatabase } from "./database.ts";
 import { events } from "./schema.ts";
 
 /** How many new events wait before a batch is copied (the most the tail holds, near enough). */
-export const DIGESTS_PER_BATCH = 65_536;
+export const DIGESTS_PER_BATCH = 32_768;
 /** Rows read or written per step of a batch: one short hold of the write lock each. */
 export const DIGESTS_PER_STEP = 4096;
 /** A quiet log copies what waits after this long without a commit, however little. */
