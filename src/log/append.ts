@@ -1,8 +1,9 @@
 // What the log stores per accepted delivery, and the one transaction that stores a batch of them.
-import { desc, max, sql } from "drizzle-orm";
+import type { Database, SQLQueryBindings } from "bun:sqlite";
+import { max, sql } from "drizzle-orm";
 import { chainedValues, chainHash, GENESIS, type ChainedTable } from "./chain.ts";
-import { CHAINED_TABLES, TABLE_COLUMNS } from "./columns.ts";
-import type { Drizzle, EventLogDatabase } from "./database.ts";
+import { TABLE_COLUMNS } from "./columns.ts";
+import type { EventLogDatabase } from "./database.ts";
 import { eventDigests } from "./event-digests.ts";
 import { deliveries, events, rejections } from "./schema.ts";
 
@@ -24,11 +25,28 @@ export interface Appended {
 /** How many refused deliveries the ring keeps (about 2 MB). */
 export const REJECTIONS_KEPT = 10_000;
 
-/** An insert of every column of `table`, each bound from the row's field of the same name. */
-function inserter(db: Drizzle, table: ChainedTable) {
-  const values = Object.fromEntries(TABLE_COLUMNS[table].map((column) => [column.key, sql.placeholder(column.key)]));
-  const statement = db.insert(CHAINED_TABLES[table]).values(values as never).prepare();
-  return (row: Record<string, unknown>) => statement.run(row);
+/**
+ * An insert of every column of `table`, each bound from the row's field of the same name. A plain
+ * bun:sqlite statement, not Drizzle's prepared insert: it runs twice for every delivery inside the
+ * commit, and Drizzle maps every placeholder of it on every call; the columns still come from the
+ * schema (TABLE_COLUMNS).
+ */
+function inserter(sqlite: Database, table: ChainedTable) {
+  const columns = TABLE_COLUMNS[table];
+  const names = columns.map((column) => `"${column.name}"`).join(", ");
+  const values = columns.map((column) => `$${column.key}`).join(", ");
+  const statement = sqlite.prepare<never, [SQLQueryBindings]>(`INSERT INTO "${table}" (${names}) VALUES (${values})`);
+  return (row: Record<string, unknown>) => statement.run(row as SQLQueryBindings);
+}
+
+/** The last row of a chained table, read under the write lock: the id and hash the next row follows. */
+function lastRow(sqlite: Database, table: ChainedTable) {
+  return sqlite.prepare<ChainEnd, []>(`SELECT id, chain_hash AS chainHash FROM "${table}" ORDER BY id DESC LIMIT 1`);
+}
+
+interface ChainEnd {
+  id: number;
+  chainHash: string;
 }
 
 /** The values a chain hash covers, in the chain's order, as the database will return them. */
@@ -47,25 +65,15 @@ const chained = (table: ChainedTable, row: Record<string, unknown>) => chainedVa
 export function batchAppender(log: EventLogDatabase) {
   const { db, sqlite } = log;
   const p = (name: string) => sql.placeholder(name);
-  // Once per batch (or per repeat): Drizzle's own prepared queries, which map column names.
-  const lastEvent = db
-    .select({ id: events.id, chainHash: events.chainHash })
-    .from(events)
-    .orderBy(desc(events.id))
-    .limit(1)
-    .prepare();
-  const lastDelivery = db
-    .select({ id: deliveries.id, chainHash: deliveries.chainHash })
-    .from(deliveries)
-    .orderBy(desc(deliveries.id))
-    .limit(1)
-    .prepare();
+  // Once per batch, on the commit path too: plain statements, as the inserts are.
+  const lastEvent = lastRow(sqlite, "events");
+  const lastDelivery = lastRow(sqlite, "deliveries");
   const digests = eventDigests(log);
   // Bounded by how far event_keys is behind the log: part of opening the writer, not of a batch.
   const warm = () => digests.sync();
   const lastRejection = db.select({ seq: max(rejections.seq) }).from(rejections).prepare();
-  const insertEvent = inserter(db, "events");
-  const insertDelivery = inserter(db, "deliveries");
+  const insertEvent = inserter(sqlite, "events");
+  const insertDelivery = inserter(sqlite, "deliveries");
   // Rare (refusals ride along with a batch): Drizzle's own prepared statement.
   const recordRejection = db
     .insert(rejections)
@@ -94,24 +102,25 @@ export function batchAppender(log: EventLogDatabase) {
     .prepare();
 
   const transaction = sqlite.transaction((batch: AcceptedDelivery[], refused: Rejection[]): Appended[] => {
-    let event = lastEvent.get() ?? { id: 0, chainHash: GENESIS };
-    let delivery = lastDelivery.get() ?? { id: 0, chainHash: GENESIS };
+    let event: ChainEnd = lastEvent.get() ?? { id: 0, chainHash: GENESIS };
+    let delivery: ChainEnd = lastDelivery.get() ?? { id: 0, chainHash: GENESIS };
     digests.sync(event.id);
     const results = batch.map((accepted): Appended => {
       const envelopeMismatch = accepted.envelopeMismatch ? 1 : 0;
       const existing = digests.find(accepted.payloadSha256);
       if (existing === null) {
-        const eventRow = { ...accepted, id: event.id + 1, envelopeMismatch };
-        const eventChain = chainHash(event.chainHash, chained("events", eventRow));
-        insertEvent({ ...eventRow, chainHash: eventChain });
+        // One copy of the row per table: its chain hash is filled in once computed (a chain leaves chain_hash out).
+        const eventRow = { ...accepted, id: event.id + 1, envelopeMismatch, chainHash: "" };
+        eventRow.chainHash = chainHash(event.chainHash, chained("events", eventRow));
+        insertEvent(eventRow);
         digests.add(accepted.payloadSha256, eventRow.id);
-        event = { id: eventRow.id, chainHash: eventChain };
+        event = eventRow;
       }
       const id = existing ?? event.id;
-      const deliveryRow = { ...accepted, id: delivery.id + 1, eventId: id, envelopeMismatch, duplicate: existing === null ? 0 : 1 };
-      const deliveryChain = chainHash(delivery.chainHash, chained("deliveries", deliveryRow));
-      insertDelivery({ ...deliveryRow, chainHash: deliveryChain });
-      delivery = { id: deliveryRow.id, chainHash: deliveryChain };
+      const deliveryRow = { ...accepted, id: delivery.id + 1, eventId: id, envelopeMismatch, duplicate: existing === null ? 0 : 1, chainHash: "" };
+      deliveryRow.chainHash = chainHash(delivery.chainHash, chained("deliveries", deliveryRow));
+      insertDelivery(deliveryRow);
+      delivery = deliveryRow;
       return { id, duplicate: existing !== null };
     });
     let seq = lastRejection.get()?.seq ?? 0;
