@@ -17,18 +17,25 @@ export function sign(secret: string, signedData: string): string {
   return PREFIX + new Bun.CryptoHasher("sha256", secret).update(signedData).digest("hex");
 }
 
-// The digest's case is undocumented, so it is compared lower-cased; the prefix must be exact.
-function normalise(signature: string): Buffer | null {
+const HEX_DIGEST = /^[0-9a-fA-F]{64}$/;
+
+/**
+ * The digest a signature header carries, as bytes, or null when the header is not `sha256=` and 64
+ * hex digits. The digest's case is undocumented, so either is accepted; the prefix must be exact.
+ * Compared as bytes, so that the expected digest is never hex-encoded just to be compared.
+ */
+function givenDigest(signature: string): Buffer | null {
   if (signature.length !== SIGNATURE_LENGTH || !signature.startsWith(PREFIX)) return null;
-  return Buffer.from(PREFIX + signature.slice(PREFIX.length).toLowerCase(), "latin1");
+  const hex = signature.slice(PREFIX.length);
+  return HEX_DIGEST.test(hex) ? Buffer.from(hex, "hex") : null;
 }
+
+const hmac = (secret: string, signedData: string) => new Bun.CryptoHasher("sha256", secret).update(signedData).digest();
 
 /** Whether `signature` is `secret`'s signature of `signedData`, compared in constant time. */
 export function verify(secret: string, signedData: string, signature: string): boolean {
-  const given = normalise(signature);
-  if (given === null) return false;
-  const expected = Buffer.from(sign(secret, signedData), "latin1");
-  return timingSafeEqual(given, expected);
+  const given = givenDigest(signature);
+  return given !== null && timingSafeEqual(given, hmac(secret, signedData));
 }
 
 /**
@@ -40,9 +47,11 @@ export function verifyWithFallback(
   signedData: string,
   signature: string,
 ): string | null {
+  const given = givenDigest(signature);
+  if (given === null) return null;
   let matched: string | null = null;
   for (const { label, secret } of secrets) {
-    if (verify(secret, signedData, signature) && matched === null) matched = label;
+    if (timingSafeEqual(given, hmac(secret, signedData)) && matched === null) matched = label;
   }
   return matched;
 }
