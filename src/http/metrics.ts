@@ -6,10 +6,14 @@ import { Elysia } from "elysia";
 import { MinuteSeries } from "./activity.ts";
 import { bearerAuth } from "./auth.ts";
 
-const escape = (value: string) => value.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n");
+const NEEDS_ESCAPE = /[\\"\n]/;
+const escape = (value: string) =>
+  NEEDS_ESCAPE.test(value) ? value.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n") : value;
+/** A counter's key, computed for every delivery counted: one pass, no intermediate arrays. */
 const labelText = (labels: Record<string, string>) => {
-  const pairs = Object.entries(labels).map(([k, v]) => `${k}="${escape(v)}"`);
-  return pairs.length ? `{${pairs.join(",")}}` : "";
+  let text = "";
+  for (const key in labels) text += `${text === "" ? "{" : ","}${key}="${escape(labels[key]!)}"`;
+  return text === "" ? "" : `${text}}`;
 };
 
 class Counter {
