@@ -57,7 +57,8 @@ export function eventFacts(payload: SignedPayload): EventFacts {
   };
 }
 
-const sha256 = (bytes: Uint8Array) => new Bun.CryptoHasher("sha256").update(bytes).digest("hex");
+// The one-shot hash: no hasher object for the one update of each delivery.
+const sha256 = (bytes: Uint8Array) => Bun.CryptoHasher.hash("sha256", bytes, "hex");
 
 /**
  * The row of a verified delivery. `redact`: values never to be stored with its headers (the query
