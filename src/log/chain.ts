@@ -33,17 +33,19 @@ export function chainedValues(table: ChainedTable, get: (column: Column) => unkn
  * rows share it. Not JSON.stringify: escaping a 2 KB raw body cost more than hashing it.
  */
 export function chainHash(previous: string, row: readonly unknown[]): string {
-  let input = previous;
+  // Joined once rather than grown with +=: hashing a string of a few dozen concatenated pieces
+  // first copies them into one, piece by piece.
+  const parts = [previous];
   for (let value of row) {
     if (value instanceof Named) {
-      input += `\nk${value.column.length}:${value.column}`;
+      parts.push(`\nk${value.column.length}:${value.column}`);
       value = value.value;
     }
     const text = value === null || value === undefined ? "" : String(value);
     const type = value === null || value === undefined ? "n" : typeof value === "number" ? "d" : "s";
-    input += `\n${type}${text.length}:${text}`;
+    parts.push(`\n${type}${text.length}:`, text);
   }
-  return new Bun.CryptoHasher("sha256").update(input).digest("hex");
+  return Bun.CryptoHasher.hash("sha256", parts.join(""), "hex");
 }
 
 type ChainCheck =
