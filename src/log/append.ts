@@ -123,7 +123,8 @@ export function batchAppender(log: EventLogDatabase) {
       delivery = deliveryRow;
       return { id, duplicate: existing !== null };
     });
-    let seq = lastRejection.get()?.seq ?? 0;
+    // Most batches carry no refusal: the ring's last sequence number is read only for those that do.
+    let seq = refused.length === 0 ? 0 : (lastRejection.get()?.seq ?? 0);
     for (const rejection of refused) {
       seq++;
       recordRejection.run({ remoteAddress: null, bodySha256: null, ...rejection, seq, slot: seq % REJECTIONS_KEPT });
