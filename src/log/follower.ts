@@ -31,8 +31,8 @@ export class Follower {
     // A run of steps under way reads the log as it goes: it takes these events too.
     if (this.running || this.waiting === 0) return;
     if (this.waiting >= this.options.eagerAt) return this.step();
-    if (this.options.quiet) this.cancel();
-    this.timer ??= setTimeout(() => this.step(), this.options.delayMs);
+    if (this.timer === undefined) this.timer = setTimeout(() => this.step(), this.options.delayMs);
+    else if (this.options.quiet) this.timer.refresh();
   }
 
   /** Does one step now, and schedules the next while there is more. */
