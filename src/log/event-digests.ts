@@ -30,11 +30,63 @@ export const digestPrefix = (hex: unknown) => sql`unhex(substr(${hex}, 1, 16))`;
 export const COPIED_EVENT =
   "SELECT e.id FROM event_digests d JOIN events e ON e.id = d.event_id WHERE d.digest = ? AND e.payload_sha256 = ? LIMIT 1";
 
-/**
- * The tail's key: the digest's first 52 bits as a number, which a Map holds without allocating,
- * where the 64-character string would cost a hundred bytes or more an event.
- */
+/** The tail's key: the digest's first 52 bits, as a number. */
 const tailKey = (digest: string) => Number.parseInt(digest.slice(0, 13), 16);
+
+/**
+ * Tail key → event id, as an open-addressing hash table in two typed arrays: 16 bytes a slot at
+ * most half full, where a Map of numbers costs over a hundred bytes an entry in RSS, and the tail
+ * holds a batch's worth of events at a time. One event per key (a second one with the same key is
+ * the caller's to keep elsewhere); id 0 marks a free slot, event ids start at 1.
+ */
+class TailIndex {
+  private keys = new Float64Array(1024);
+  private ids = new Float64Array(1024);
+  size = 0;
+
+  get(key: number): number | undefined {
+    const mask = this.keys.length - 1;
+    for (let slot = (key >>> 0) & mask; this.ids[slot] !== 0; slot = (slot + 1) & mask) {
+      if (this.keys[slot] === key) return this.ids[slot];
+    }
+    return undefined;
+  }
+
+  /** Whether it took the key (false: another event has it). */
+  add(key: number, id: number): boolean {
+    if (this.get(key) !== undefined) return false;
+    if (2 * (this.size + 1) > this.keys.length) this.rebuild(this.keys.length * 2, 0);
+    this.place(key, id);
+    return true;
+  }
+
+  /** Drops the events up to `through`. */
+  dropThrough(through: number): void {
+    this.rebuild(this.keys.length, through);
+  }
+
+  clear(): void {
+    this.ids.fill(0);
+    this.size = 0;
+  }
+
+  private place(key: number, id: number): void {
+    const mask = this.keys.length - 1;
+    let slot = (key >>> 0) & mask;
+    while (this.ids[slot] !== 0) slot = (slot + 1) & mask;
+    this.keys[slot] = key;
+    this.ids[slot] = id;
+    this.size++;
+  }
+
+  private rebuild(capacity: number, through: number): void {
+    const { keys, ids } = this;
+    this.keys = new Float64Array(capacity);
+    this.ids = new Float64Array(capacity);
+    this.size = 0;
+    for (let slot = 0; slot < ids.length; slot++) if (ids[slot]! > through) this.place(keys[slot]!, ids[slot]!);
+  }
+}
 
 export function eventDigests({ db, sqlite }: EventLogDatabase) {
   const p = (name: string) => sql.placeholder(name);
@@ -50,8 +102,8 @@ export function eventDigests({ db, sqlite }: EventLogDatabase) {
     .orderBy(events.id)
     .prepare();
 
-  /** Tail key → event id of the events above `copied` up to `last`, in id order (a Map keeps it). */
-  const tail = new Map<number, number>();
+  /** The events above `copied` up to `last`, by tail key. */
+  const tail = new TailIndex();
   /** The rare event whose tail key another tail event already has, by its full digest. */
   const collided = new Map<string, number>();
   let copied = 0;
@@ -59,9 +111,7 @@ export function eventDigests({ db, sqlite }: EventLogDatabase) {
   let stale = true;
 
   const hold = (digest: string, id: number) => {
-    const key = tailKey(digest);
-    if (tail.has(key)) collided.set(digest, id);
-    else tail.set(key, id);
+    if (!tail.add(tailKey(digest), id)) collided.set(digest, id);
     last = id;
   };
 
@@ -81,10 +131,7 @@ export function eventDigests({ db, sqlite }: EventLogDatabase) {
         last = through;
         stale = false;
       } else if (through > copied) {
-        for (const [key, id] of tail) {
-          if (id > through) break;
-          tail.delete(key);
-        }
+        tail.dropThrough(through);
         for (const [digest, id] of collided) if (id <= through) collided.delete(digest);
       }
       copied = through;
