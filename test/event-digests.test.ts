@@ -226,8 +226,9 @@ describe("duplicates across the whole log", () => {
     copyAll(log);
     append(numbered(51, 1));
     expect(append.digests.held).toBe(1);
+    // Emptied by hand, its progress row left as it was: the delete itself sets it back.
     log.sqlite.run("DELETE FROM event_digests");
-    log.sqlite.run("DELETE FROM event_digests_progress");
+    expect(copiedThrough(log)).toBe(0);
     expect(append([delivery('{"n":7}')])).toEqual([{ id: 7, duplicate: true }]);
     expect(append.digests.held).toBe(51);
     copyAll(log);
@@ -361,6 +362,47 @@ describe("copying digests", () => {
     while (copier.step());
     expect(digestRows(log)).toBe(2 * DIGESTS_PER_STEP);
     expect(digestsCheck(log)).toMatchObject({ ok: true, data: { copied: 2 * DIGESTS_PER_STEP } });
+    closeDatabase(log);
+  });
+
+  test("a batch under way when event_digests is emptied is not recorded: the copy begins again, and repeats are found", () => {
+    const log = openDatabase(join(tempDir(), "emptied-midway.db"));
+    const append = batchAppender(log);
+    appendNumbered(append, 1, 100);
+    copyAll(log);
+    appendNumbered(append, 101, 2 * DIGESTS_PER_STEP);
+    const copier = eventDigestsCopier(log);
+    for (let i = 0; i < 3; i++) copier.step(true); // gathered, one step written
+    log.sqlite.run("DELETE FROM event_digests");
+    while (copier.step(true));
+    expect(copiedThrough(log)).toBe(100 + 2 * DIGESTS_PER_STEP);
+    expect(digestRows(log)).toBe(100 + 2 * DIGESTS_PER_STEP);
+    expect(append([delivery('{"n":5}'), delivery('{"n":150}')])).toEqual([
+      { id: 5, duplicate: true },
+      { id: 150, duplicate: true },
+    ]);
+    expect(digestsCheck(log)).toMatchObject({ ok: true, data: { missing: 0, wrong: 0 } });
+    closeDatabase(log);
+  });
+
+  test("a batch's last step that fails after its writes is rolled back whole and written again", () => {
+    const log = openDatabase(join(tempDir(), "last-step.db"));
+    appendNumbered(batchAppender(log), 1, DIGESTS_PER_STEP + 10);
+    // After the copier: it sets temp_store, which drops the connection's temporary objects.
+    const copier = eventDigestsCopier(log);
+    log.sqlite.run("CREATE TEMP TABLE failures (n INTEGER)");
+    log.sqlite.run(
+      "CREATE TEMP TRIGGER fail_once BEFORE UPDATE ON main.event_digests_progress WHEN (SELECT count(*) FROM temp.failures) = 0 BEGIN SELECT RAISE(ABORT, 'injected'); END",
+    );
+    copier.step();
+    copier.step();
+    copier.step(); // the first write step
+    expect(() => copier.step()).toThrow("injected");
+    expect(copiedThrough(log)).toBe(0);
+    log.sqlite.run("INSERT INTO temp.failures VALUES (1)");
+    while (copier.step());
+    expect(copiedThrough(log)).toBe(DIGESTS_PER_STEP + 10);
+    expect(digestsCheck(log)).toMatchObject({ ok: true, data: { copied: DIGESTS_PER_STEP + 10, missing: 0, wrong: 0 } });
     closeDatabase(log);
   });
 

@@ -11,7 +11,7 @@ import { sql } from "drizzle-orm";
 import type { EventLogDatabase } from "./database.ts";
 import { events } from "./schema.ts";
 
-/** How many new events wait before a batch is copied (the most the tail holds, near enough). */
+/** How many uncopied events start a batch, and the most one batch copies. */
 export const DIGESTS_PER_BATCH = 32_768;
 /** Rows read or written per step of a batch: one short hold of the write lock each. */
 export const DIGESTS_PER_STEP = 4096;
@@ -179,8 +179,9 @@ export function eventDigestsCopier({ sqlite }: EventLogDatabase) {
   sqlite.run(
     "CREATE TEMP TABLE IF NOT EXISTS digest_batch (digest BLOB NOT NULL, event_id INTEGER NOT NULL, PRIMARY KEY (digest, event_id)) WITHOUT ROWID",
   );
-  const behind = sqlite.prepare<{ through: number; last: number }, []>(
-    `SELECT ${COPIED_DIGESTS_THROUGH} AS through, (SELECT coalesce(max(id), 0) FROM events) AS last`,
+  sqlite.run("INSERT OR IGNORE INTO event_digests_progress (id, through) VALUES (1, 0)");
+  const behind = sqlite.prepare<{ through: number; generation: number; last: number }, []>(
+    "SELECT through, generation, (SELECT coalesce(max(id), 0) FROM events) AS last FROM event_digests_progress WHERE id = 1",
   );
   // Through events_id_payload_sha256: the digests without the payloads beside them.
   const gather = sqlite.prepare<never, [number, number]>(
@@ -192,34 +193,42 @@ export function eventDigestsCopier({ sqlite }: EventLogDatabase) {
   const write = sqlite.prepare<never, [Uint8Array, number, Uint8Array, number]>(
     "INSERT OR IGNORE INTO event_digests (digest, event_id) SELECT digest, event_id FROM temp.digest_batch WHERE (digest, event_id) > (?, ?) AND (digest, event_id) <= (?, ?) ORDER BY digest, event_id",
   );
-  const recordCopied = sqlite.prepare<never, [number]>(
-    "INSERT INTO event_digests_progress (id, through) VALUES (1, ?1) ON CONFLICT (id) DO UPDATE SET through = max(through, excluded.through)",
+  // Not if event_digests was emptied since the batch began: rows it had written may be gone.
+  const recordCopied = sqlite.prepare<never, [number, number]>(
+    "UPDATE event_digests_progress SET through = max(through, ?) WHERE id = 1 AND generation = ?",
   );
+  const changes = sqlite.prepare<{ n: number }, []>("SELECT changes() AS n");
   const clearBatch = sqlite.prepare("DELETE FROM temp.digest_batch");
   // Sorts before every digest, and after every one: the ends of a batch.
   const FIRST: BatchKey = { digest: new Uint8Array(0), event_id: 0 };
   const LAST: BatchKey = { digest: new Uint8Array(9).fill(0xff), event_id: Number.MAX_SAFE_INTEGER };
 
-  /** The batch being copied: events up to `through`, gathered up to `gathered`, written up to `after`. */
-  let batch: { through: number; gathered: number; after: BatchKey } | null = null;
+  /**
+   * The batch being copied: events up to `through`, gathered up to `gathered`, written up to
+   * `after`, begun in event_digests' `generation`.
+   */
+  let batch: { through: number; generation: number; gathered: number; after: BatchKey } | null = null;
 
-  /** Writes the step after `after`; returns where it ended, LAST for the batch's last step. */
-  const writeStep = sqlite.transaction((current: NonNullable<typeof batch>): BatchKey => {
+  /**
+   * Writes the step after `after`; returns where it ended: LAST when the batch's last step recorded
+   * it as copied, null when it could not (event_digests was emptied meanwhile: begin again).
+   */
+  const writeStep = sqlite.transaction((current: NonNullable<typeof batch>): BatchKey | null => {
     const end = stepEnd.get(current.after.digest, current.after.event_id) ?? LAST;
     write.run(current.after.digest, current.after.event_id, end.digest, end.event_id);
-    if (end === LAST) {
-      recordCopied.run(current.through);
-      clearBatch.run();
-    }
-    return end;
+    if (end !== LAST) return end;
+    recordCopied.run(current.through, current.generation);
+    const recorded = changes.get()!.n === 1;
+    clearBatch.run();
+    return recorded ? LAST : null;
   });
 
   const step = (all = false): boolean => {
     if (batch === null) {
-      const { through, last } = behind.get()!;
+      const { through, generation, last } = behind.get()!;
       if (last <= through) return false;
       clearBatch.run();
-      batch = { through: Math.min(last, through + DIGESTS_PER_BATCH), gathered: through, after: FIRST };
+      batch = { through: Math.min(last, through + DIGESTS_PER_BATCH), generation, gathered: through, after: FIRST };
     }
     if (batch.gathered < batch.through) {
       const to = Math.min(batch.through, batch.gathered + DIGESTS_PER_STEP);
@@ -229,6 +238,10 @@ export function eventDigestsCopier({ sqlite }: EventLogDatabase) {
     }
     // Moved on only once the step has committed: a step that failed is written again.
     const end = writeStep.immediate(batch);
+    if (end === null) {
+      batch = null;
+      return true;
+    }
     if (end !== LAST) {
       batch.after = end;
       return true;

@@ -106,12 +106,17 @@ export const eventDigests = sqliteTable(
   (table) => [uniqueIndex("event_digests_digest_event").on(table.digest, table.eventId)],
 );
 
-/** One row: every event up to `through` has its row in event_digests (a batch is copied in steps). */
+/**
+ * One row: every event up to `through` has its row in event_digests (a batch is copied in steps).
+ * Any delete from event_digests sets `through` back to 0 and counts a `generation` (a trigger in
+ * drizzle/0010): a batch begun before it is not recorded, so nothing deleted is counted as copied.
+ */
 export const eventDigestsProgress = sqliteTable(
   "event_digests_progress",
   {
     id: integer("id").primaryKey(),
     through: integer("through").notNull(),
+    generation: integer("generation").notNull().default(0),
   },
   (table) => [check("event_digests_progress_one_row", sql`${table.id} = 1`)],
 );
