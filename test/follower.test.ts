@@ -6,6 +6,10 @@ import { Follower } from "../src/log/follower.ts";
 const STEP = 100;
 const DELAY_MS = 40;
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+/** Waits until `done()` holds, for at most two seconds (timers on a loaded machine run late). */
+async function until(done: () => boolean): Promise<void> {
+  for (const deadline = Date.now() + 2000; !done() && Date.now() < deadline; ) await sleep(5);
+}
 
 /** Work over a counter of waiting events that does STEP of them a step, as the copiers behave. */
 function backlog(waiting: number) {
@@ -53,7 +57,8 @@ describe("Follower", () => {
     follower.step();
     expect(state.steps).toBe(1);
     expect(state.waiting).toBe(STEP + 10);
-    await sleep(20);
+    await until(() => state.steps === 3);
+    await sleep(DELAY_MS * 2);
     expect(state).toEqual({ waiting: 0, steps: 3, failNext: false });
 
     state.waiting = 3;
@@ -65,14 +70,14 @@ describe("Follower", () => {
 
   test("quiet: commits that keep coming put the work off until they stop, or until a burst's worth waits", async () => {
     const { state, work } = backlog(0);
-    const quietMs = 150;
+    const quietMs = 400;
     const follower = new Follower(work, { eagerAt: STEP, delayMs: quietMs, quiet: true });
-    for (let i = 0; i < 6; i++) {
+    for (let i = 0; i < 12; i++) {
       state.waiting += 1;
       follower.appended(1);
-      await sleep(quietMs / 3);
+      await sleep(quietMs / 8);
     }
-    // Two delays' worth of commits have gone by, none of them a delay after the one before.
+    // Commits for longer than a delay, none of them a delay after the one before.
     expect(state.steps).toBe(0);
     await sleep(quietMs * 3);
     expect(state).toEqual({ waiting: 0, steps: 1, failNext: false });
@@ -90,9 +95,33 @@ describe("Follower", () => {
       follower.appended(1);
       await sleep(1);
     }
-    await sleep(20);
+    await until(() => state.waiting === 0 && state.steps === 6);
     expect(state.waiting).toBe(0);
     expect(state.steps).toBe(6);
+  });
+
+  test("with a backlog it can read, the work goes by it (other writers' events count), not by the commits' counts", () => {
+    const { state, work } = backlog(0);
+    const follower = new Follower(work, { eagerAt: STEP, delayMs: DELAY_MS * 100, quiet: false, backlog: () => state.waiting });
+    state.waiting = STEP + 3; // appended by another writer
+    follower.appended(1);
+    expect(state.steps).toBe(1);
+    follower.finish();
+  });
+
+  test("after a failed step, no step until the delay is up, however much waits", async () => {
+    const { state, work } = backlog(0);
+    const follower = new Follower(work, { eagerAt: STEP, delayMs: 200, quiet: false });
+    state.waiting = STEP;
+    state.failNext = true;
+    follower.appended(STEP);
+    expect(state.steps).toBe(1);
+    state.waiting += STEP;
+    follower.appended(STEP);
+    follower.appended(STEP);
+    expect(state.steps).toBe(1);
+    await until(() => state.waiting === 0);
+    expect(state.waiting).toBe(0);
   });
 
   test("finish does everything left, without waiting", () => {

@@ -7,6 +7,11 @@ export interface FollowerOptions {
   /** Otherwise this long after the first of them waits or, when `quiet`, after the last commit. */
   delayMs: number;
   quiet: boolean;
+  /**
+   * How many events wait, when the work can tell (other writers' events included); otherwise the
+   * events of this writer's commits since the work last caught up.
+   */
+  backlog?: () => number;
 }
 
 /**
@@ -18,6 +23,8 @@ export interface FollowerOptions {
 export class Follower {
   private waiting = 0;
   private running = false;
+  /** After a failed step, until its retry: no step sooner, however much waits. */
+  private backingOff = false;
   private timer: Timer | undefined;
 
   constructor(
@@ -27,9 +34,9 @@ export class Follower {
 
   /** After a commit that appended `count` events. */
   appended(count: number): void {
-    this.waiting += count;
+    this.waiting = this.options.backlog?.() ?? this.waiting + count;
     // A run of steps under way reads the log as it goes: it takes these events too.
-    if (this.running || this.waiting === 0) return;
+    if (this.running || this.backingOff || this.waiting === 0) return;
     if (this.waiting >= this.options.eagerAt) return this.step();
     if (this.timer === undefined) this.timer = setTimeout(() => this.step(), this.options.delayMs);
     else if (this.options.quiet) this.timer.refresh();
@@ -38,12 +45,15 @@ export class Follower {
   /** Does one step now, and schedules the next while there is more. */
   step(): void {
     this.cancel();
+    this.backingOff = false;
     let more: boolean;
     try {
       more = this.work(false);
     } catch {
-      // The log is busy or full: what waits is still read from `events` meanwhile.
+      // The log is busy or full: what waits is still read from `events` meanwhile, and a retry at
+      // every commit would hold each of them up by the busy timeout.
       this.running = false;
+      this.backingOff = true;
       this.timer = setTimeout(() => this.step(), this.options.delayMs);
       return;
     }

@@ -43,7 +43,12 @@ self.onmessage = ({ data: request }: MessageEvent<WriterRequest>) => {
       const copyKeys = eventKeysCopier(log);
       keys = new Follower(() => copyKeys() >= KEYS_PER_STEP, { eagerAt: KEYS_PER_STEP, delayMs: KEYS_DELAY_MS, quiet: false });
       const digestsCopier = eventDigestsCopier(log);
-      digests = new Follower(digestsCopier.step, { eagerAt: DIGESTS_PER_BATCH, delayMs: DIGESTS_QUIET_MS, quiet: true });
+      digests = new Follower(digestsCopier.step, {
+        eagerAt: DIGESTS_PER_BATCH,
+        delayMs: DIGESTS_QUIET_MS,
+        quiet: true,
+        backlog: () => append.digests.held,
+      });
       // Checkpoints belong to the checkpointer thread; the writer's own automatic checkpoint stays
       // as a backstop at 16 MB of WAL, should the checkpointer fall behind.
       // Under Litestream, neither: it checkpoints, after copying the WAL (openDatabase set 0).
