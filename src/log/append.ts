@@ -69,7 +69,7 @@ export function batchAppender(log: EventLogDatabase) {
   const lastEvent = lastRow(sqlite, "events");
   const lastDelivery = lastRow(sqlite, "deliveries");
   const digests = eventDigests(log);
-  // Bounded by how far event_keys is behind the log: part of opening the writer, not of a batch.
+  // Bounded by how far event_digests is behind the log: part of opening the writer, not of a batch.
   const warm = () => digests.sync();
   const lastRejection = db.select({ seq: max(rejections.seq) }).from(rejections).prepare();
   const insertEvent = inserter(sqlite, "events");

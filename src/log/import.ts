@@ -82,12 +82,18 @@ export function deliveryImporter(database: EventLogDatabase) {
         throw error;
       }
       // A batch of digests, in steps of their own (a receiver beside it commits between them).
-      if (digestsCopier.behind() >= DIGESTS_PER_BATCH) while (digestsCopier.step());
+      // The deliveries are stored whatever becomes of it: a step that fails is done later, by the
+      // next batch, the last copyKeys() or the receiver.
+      try {
+        if (digestsCopier.behind() >= DIGESTS_PER_BATCH) while (digestsCopier.step());
+      } catch {
+        // Busy beside a receiver: see above.
+      }
       return outcomes;
     },
     /**
-     * Copies the filter keys and digests of new events (as the receiver's writer does behind its
-     * commits), a step per transaction, until none are left. Returns how many keys it copied.
+     * Copies the filter keys and the digests of new events (as the receiver's writer does behind
+     * its commits), a step per transaction, until none are left. Returns how many keys it copied.
      */
     copyKeys(): number {
       let total = 0;
