@@ -17,6 +17,7 @@ import {
   eventDigestsCopier,
   MAX_TAIL_AT_START,
 } from "../src/log/event-digests.ts";
+import { deliveryImporter } from "../src/log/import.ts";
 import { bundledMigrations, migrate } from "../src/log/migrations.ts";
 import { acceptedDelivery } from "./support/accepted-delivery.ts";
 import { signedDelivery, startApp, startServer, tempDir, testConfig } from "./support/server.ts";
@@ -547,5 +548,22 @@ describe("the receiver copies digests", () => {
     }
     await receiver.close();
     expect(progress(config.databasePath)).toBe("4|4");
+  });
+});
+
+describe("the importer's digest copy", () => {
+  test("a copy that fails after a batch committed leaves the batch stored and reported so; a later one catches up", () => {
+    const log = openDatabase(join(tempDir(), "import-copy.db"));
+    const importer = deliveryImporter(log);
+    importer.append(numbered(1, DIGESTS_PER_BATCH - 1));
+    // As a busy log beside a receiver would make it fail.
+    log.sqlite.run("CREATE TEMP TRIGGER fail_copy BEFORE INSERT ON main.event_digests BEGIN SELECT RAISE(ABORT, 'injected'); END");
+    expect(importer.append([delivery('{"n":"last"}')])).toEqual([{ kind: "event", id: DIGESTS_PER_BATCH }]);
+    expect(copiedThrough(log)).toBe(0);
+    log.sqlite.run("DROP TRIGGER temp.fail_copy");
+    importer.copyKeys();
+    expect(copiedThrough(log)).toBe(DIGESTS_PER_BATCH);
+    expect(digestsCheck(log)).toMatchObject({ ok: true, data: { missing: 0, wrong: 0 } });
+    closeDatabase(log);
   });
 });
