@@ -245,7 +245,13 @@ describe.skipIf(HAPROXY === null)("two receivers behind deploy/haproxy.cfg", () 
     // still relaying the body, HAProxy aborts the exchange: then its log holds the receiver's 413.
     if (tooLarge.status !== 413) {
       expect(tooLarge.status).toBe(0);
-      await until(() => lb.lines.some((line) => line.includes("POST /webhook") && /\s413\s/.test(line)), 5000, "the 413 in HAProxy's log");
+      // HAProxy writes the line when it has closed both sides, which can take seconds here.
+      const posts = () => lb.lines.filter((line) => line.includes("POST /webhook")).slice(-3).join(" | ");
+      await until(() => lb.lines.some((line) => line.includes("POST /webhook") && /\s413\s/.test(line)), 15_000, "the 413 in HAProxy's log").catch(
+        (error: Error) => {
+          throw new Error(`${error.message}; its last POST lines: ${posts()}`);
+        },
+      );
     }
     // The query API is per receiver, never through the balancer.
     expect((await fetch(`${lb.url}/events`, { headers: { authorization: `Bearer ${QUERY_TOKEN}` } })).status).toBe(404);
