@@ -23,9 +23,6 @@ export const MAX_TAIL_AT_START = 2 * DIGESTS_PER_BATCH;
 /** The last event that event_digests holds with every one before it. */
 export const COPIED_DIGESTS_THROUGH = "coalesce((SELECT through FROM event_digests_progress WHERE id = 1), 0)";
 
-/** The first 8 bytes of a hex digest, in SQL: what event_digests.digest holds. */
-export const digestPrefix = (hex: unknown) => sql`unhex(substr(${hex}, 1, 16))`;
-
 /** The copied event with this prefix and this full digest. */
 export const COPIED_EVENT =
   "SELECT e.id FROM event_digests d JOIN events e ON e.id = d.event_id WHERE d.digest = ? AND e.payload_sha256 = ? LIMIT 1";
@@ -180,7 +177,7 @@ export function eventDigestsCopier({ sqlite }: EventLogDatabase) {
     "CREATE TEMP TABLE IF NOT EXISTS digest_batch (digest BLOB NOT NULL, event_id INTEGER NOT NULL, PRIMARY KEY (digest, event_id)) WITHOUT ROWID",
   );
   sqlite.run("INSERT OR IGNORE INTO event_digests_progress (id, through) VALUES (1, 0)");
-  const behind = sqlite.prepare<{ through: number; generation: number; last: number }, []>(
+  const progress = sqlite.prepare<{ through: number; generation: number; last: number }, []>(
     "SELECT through, generation, (SELECT coalesce(max(id), 0) FROM events) AS last FROM event_digests_progress WHERE id = 1",
   );
   // Through events_id_payload_sha256: the digests without the payloads beside them.
@@ -197,7 +194,6 @@ export function eventDigestsCopier({ sqlite }: EventLogDatabase) {
   const recordCopied = sqlite.prepare<never, [number, number]>(
     "UPDATE event_digests_progress SET through = max(through, ?) WHERE id = 1 AND generation = ?",
   );
-  const changes = sqlite.prepare<{ n: number }, []>("SELECT changes() AS n");
   const clearBatch = sqlite.prepare("DELETE FROM temp.digest_batch");
   // Sorts before every digest, and after every one: the ends of a batch.
   const FIRST: BatchKey = { digest: new Uint8Array(0), event_id: 0 };
@@ -217,15 +213,14 @@ export function eventDigestsCopier({ sqlite }: EventLogDatabase) {
     const end = stepEnd.get(current.after.digest, current.after.event_id) ?? LAST;
     write.run(current.after.digest, current.after.event_id, end.digest, end.event_id);
     if (end !== LAST) return end;
-    recordCopied.run(current.through, current.generation);
-    const recorded = changes.get()!.n === 1;
+    const recorded = recordCopied.run(current.through, current.generation).changes === 1;
     clearBatch.run();
     return recorded ? LAST : null;
   });
 
   const step = (all = false): boolean => {
     if (batch === null) {
-      const { through, generation, last } = behind.get()!;
+      const { through, generation, last } = progress.get()!;
       if (last <= through) return false;
       clearBatch.run();
       batch = { through: Math.min(last, through + DIGESTS_PER_BATCH), generation, gathered: through, after: FIRST };
@@ -247,7 +242,7 @@ export function eventDigestsCopier({ sqlite }: EventLogDatabase) {
       return true;
     }
     batch = null;
-    const { through, last } = behind.get()!;
+    const { through, last } = progress.get()!;
     return last - through >= (all ? 1 : DIGESTS_PER_BATCH);
   };
 
@@ -255,7 +250,7 @@ export function eventDigestsCopier({ sqlite }: EventLogDatabase) {
     step,
     /** How many events event_digests does not hold yet, with every one before them. */
     behind(): number {
-      const { through, last } = behind.get()!;
+      const { through, last } = progress.get()!;
       return last - through;
     },
   };
