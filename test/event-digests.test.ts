@@ -20,7 +20,7 @@ import {
 import { deliveryImporter } from "../src/log/import.ts";
 import { bundledMigrations, migrate } from "../src/log/migrations.ts";
 import { acceptedDelivery } from "./support/accepted-delivery.ts";
-import { signedDelivery, startApp, startServer, tempDir, testConfig } from "./support/server.ts";
+import { logAfterQuickStop, signedDelivery, startServer, tempDir } from "./support/server.ts";
 import { sqlite3 } from "./support/sqlite-shell.ts";
 
 const delivery = (payload: string, remoteAddress = "127.0.0.1") => acceptedDelivery(payload, { remoteAddress });
@@ -539,15 +539,7 @@ describe("the receiver copies digests", () => {
   });
 
   test("a receiver stopping before the log is quiet copies what is left on the way out", async () => {
-    const config = testConfig(tempDir());
-    const receiver = await startApp(config);
-    for (let n = 0; n < 4; n++) {
-      const { body, headers } = signedDelivery({ event: "suspended" });
-      const response = await fetch(`http://127.0.0.1:${receiver.port}${config.webhookPath}`, { method: "POST", headers, body });
-      expect(response.status).toBe(202);
-    }
-    await receiver.close();
-    expect(progress(config.databasePath)).toBe("4|4");
+    expect(progress(await logAfterQuickStop(4))).toBe("4|4");
   });
 });
 

@@ -10,7 +10,7 @@ import { eventKeysCopier, KEYS_PER_STEP } from "../src/log/event-keys.ts";
 import { bundledMigrations, migrate } from "../src/log/migrations.ts";
 import { EventQueries, type EventFilter } from "../src/log/query.ts";
 import { acceptedDelivery } from "./support/accepted-delivery.ts";
-import { signedDelivery, startApp, startServer, tempDir, testConfig } from "./support/server.ts";
+import { logAfterQuickStop, signedDelivery, startServer, tempDir } from "./support/server.ts";
 import { sqlite3 } from "./support/sqlite-shell.ts";
 
 const EVENTS = ["installed", "warehouseTransaction", "suspended"];
@@ -156,15 +156,7 @@ describe("the receiver keeps event_keys up", () => {
   });
 
   test("a receiver stopping before the delay is up copies what is left on the way out", async () => {
-    const config = testConfig(tempDir());
-    const receiver = await startApp(config);
-    for (let n = 0; n < 4; n++) {
-      const { body, headers } = signedDelivery({ event: "suspended" });
-      const response = await fetch(`http://127.0.0.1:${receiver.port}${config.webhookPath}`, { method: "POST", headers, body });
-      expect(response.status).toBe(202);
-    }
-    await receiver.close();
-    const database = openDatabaseReadOnly(config.databasePath);
+    const database = openDatabaseReadOnly(await logAfterQuickStop(4));
     expect(keyRows(database)).toEqual({ n: 4, last: 4 });
     database.sqlite.close();
   });

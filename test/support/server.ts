@@ -91,6 +91,22 @@ export async function startServer(overrides: Partial<Config> = {}, options: Rece
   };
 }
 
+/**
+ * A receiver of its own that takes `count` deliveries and is closed right after (before any
+ * delay of the work it does behind its commits is up): the path of its log.
+ */
+export async function logAfterQuickStop(count: number): Promise<string> {
+  const config = testConfig(tempDir());
+  const receiver = await startApp(config);
+  for (let n = 0; n < count; n++) {
+    const { body, headers } = signedDelivery({ event: "suspended" });
+    const response = await fetch(`http://127.0.0.1:${receiver.port}${config.webhookPath}`, { method: "POST", headers, body });
+    if (response.status !== 202) throw new Error(`delivery ${n + 1} was answered ${response.status}`);
+  }
+  await receiver.close();
+  return config.databasePath;
+}
+
 let counter = 0;
 
 /** A distinct, validly signed delivery (payload, body and header), as ICR would send it. */
