@@ -1,7 +1,8 @@
-// GroupCommit's own promises, with stand-in writer threads, and the message a batch travels in.
+// GroupCommit's own promises, with stand-in writer threads, and the message deliveries travel in.
 import { expect, test } from "bun:test";
 import { join } from "node:path";
 import { packBatch, unpackBatch } from "../src/log/batch-message.ts";
+import type { Appended } from "../src/log/append.ts";
 import { GroupCommit, LogWriteError } from "../src/log/group-commit.ts";
 import { tempDir } from "./support/server.ts";
 
@@ -25,6 +26,39 @@ test("a writer thread that dies fails only its batch (503s), and a new one takes
   expect(after).toEqual([{ id: 1, duplicate: false }, { id: 2, duplicate: false }]);
   await writer.close();
   await expect(writer.append(delivery(5))).rejects.toBeInstanceOf(LogWriteError);
+});
+
+/** Two appends in one turn of the event loop, one in the next: two messages to the writer. */
+async function appendOverTwoTurns(writer: GroupCommit) {
+  const first = writer.append(delivery(1));
+  await new Promise((resolve) => setImmediate(resolve));
+  return Promise.allSettled([first, writer.append(delivery(2)), writer.append(delivery(3))]);
+}
+
+test("deliveries are handed to the writer while a commit is under way, and one reply settles each of them in order", async () => {
+  const writer = await GroupCommit.start({
+    workerUrl: new URL("./support/pairing-writer.ts", import.meta.url).href,
+    path: join(tempDir("icr-pairing-writer-"), "log.db"),
+    busyTimeoutMs: 100,
+  });
+  // The stand-in answers nothing until the second message: waiting for the first reply would hang.
+  const settled = await appendOverTwoTurns(writer);
+  expect<PromiseSettledResult<Appended>[]>(settled).toEqual([1, 2, 3].map((id) => ({ status: "fulfilled", value: { id, duplicate: false } })));
+  await writer.close();
+});
+
+test("a failed commit rejects only the deliveries it names, the oldest; the next reply settles the rest", async () => {
+  const writer = await GroupCommit.start({
+    workerUrl: new URL("./support/pairing-writer.ts", import.meta.url).href,
+    path: join(tempDir("icr-pairing-writer-"), "fail-first.db"),
+    busyTimeoutMs: 100,
+  });
+  const [first, ...rest] = await appendOverTwoTurns(writer);
+  expect(first!.status).toBe("rejected");
+  expect((first as PromiseRejectedResult).reason).toBeInstanceOf(LogWriteError);
+  expect(writer.failing).toBe(false);
+  expect<PromiseSettledResult<Appended>[]>(rest).toEqual([1, 2].map((id) => ({ status: "fulfilled", value: { id, duplicate: false } })));
+  await writer.close();
 });
 
 test("a batch crosses to the writer thread as one flat array and comes back field for field", () => {

@@ -1,7 +1,9 @@
-// Group commit. Deliveries that arrive while a batch is being committed wait together and go to
-// the writer thread as the next batch: one fsync covers them all. Each caller's promise settles
-// only when the writer reports the commit that holds its rows (synchronous=FULL), so a 202 sent
-// after it means the delivery is on disk.
+// Group commit. Each turn of the event loop hands the deliveries it verified to the writer thread
+// at once, without waiting for the commit in progress: the writer commits everything that reached
+// it while it was busy as its next batch, so one fsync covers them all and the writer never waits
+// for a round trip to this thread before it starts the next. Each caller's promise settles only
+// when the writer reports the commit that holds its rows (synchronous=FULL), so a 202 sent after
+// it means the delivery is on disk.
 import type { AcceptedDelivery, Appended, Rejection } from "./append.ts";
 import { packBatch } from "./batch-message.ts";
 import type { WriterOptions, WriterReply, WriterRequest } from "./writer-worker.ts";
@@ -31,9 +33,11 @@ function spawnWriter({ workerUrl, ...options }: GroupCommitOptions): Worker {
 }
 
 export class GroupCommit {
+  /** Not handed to the writer yet: what this turn of the event loop verified. */
   private queue: Pending[] = [];
   private rejections: Rejection[] = [];
-  private inFlight: Pending[] | null = null;
+  /** Handed to the writer, in the order it commits them: each reply settles the oldest. */
+  private posted: Pending[] = [];
   private scheduled = false;
   private closed = false;
   /** Whether the last commit failed (a full disk, a lock held too long): cleared by the next success. */
@@ -67,8 +71,8 @@ export class GroupCommit {
   }
 
   private schedule(): void {
-    // setImmediate, not a microtask: the requests already read in this turn join the batch.
-    if (this.inFlight === null && !this.scheduled) {
+    // setImmediate, not a microtask: the requests already read in this turn go in one message.
+    if (!this.scheduled) {
       this.scheduled = true;
       setImmediate(() => this.send());
     }
@@ -87,7 +91,7 @@ export class GroupCommit {
   /** Commits what is queued, then closes the writer's connection and ends the thread. */
   async close(): Promise<void> {
     this.closed = true;
-    while (this.inFlight !== null || this.queue.length > 0 || this.rejections.length > 0) {
+    while (this.posted.length > 0 || this.queue.length > 0 || this.rejections.length > 0) {
       await new Promise<void>((resolve) => this.worker.addEventListener("message", () => setImmediate(resolve), { once: true }));
     }
     const closed = new Promise<void>((resolve) => this.worker.addEventListener("message", () => resolve(), { once: true }));
@@ -102,40 +106,42 @@ export class GroupCommit {
 
   private send(): void {
     this.scheduled = false;
-    if (this.inFlight !== null || (this.queue.length === 0 && this.rejections.length === 0)) return;
-    this.inFlight = this.queue;
+    if (this.queue.length === 0 && this.rejections.length === 0) return;
+    const queued = this.queue;
     this.queue = [];
     const rejections = this.rejections;
     this.rejections = [];
-    this.post({ type: "commit", batch: packBatch(this.inFlight.map((p) => p.delivery)), rejections });
+    for (const pending of queued) this.posted.push(pending);
+    this.post({ type: "append", batch: packBatch(queued.map((p) => p.delivery)), rejections });
   }
 
-  private settle(settleOne: (pending: Pending, index: number) => void): void {
-    const batch = this.inFlight ?? [];
-    this.inFlight = null;
+  /** The oldest `count` deliveries handed to the writer: the ones its reply is about. */
+  private settle(count: number, settleOne: (pending: Pending, index: number) => void): number {
+    const batch = this.posted.splice(0, count);
     batch.forEach(settleOne);
-    this.send();
+    return batch.length;
   }
 
   private listen(): void {
     this.worker.addEventListener("message", ({ data: reply }: MessageEvent<WriterReply>) => {
       if (reply.type === "committed") {
         this.failing = false;
-        const rows = this.inFlight?.length ?? 0;
-        this.settle((pending, i) => pending.resolve(reply.results[i]!));
+        const rows = this.settle(reply.results.length, (pending, i) => pending.resolve(reply.results[i]!));
         this.onCommit({ rows, seconds: reply.seconds });
       } else if (reply.type === "failed") {
         this.failing = true;
-        this.settle((pending) => pending.reject(new LogWriteError(reply.message)));
+        this.settle(reply.deliveries, (pending) => pending.reject(new LogWriteError(reply.message)));
       }
     });
-    // A writer that dies takes only its batch with it (answered 503); a new one takes over.
+    // A writer that dies takes what it was handed with it (answered 503); a new one takes over
+    // what this thread still holds.
     this.worker.addEventListener("error", (error) => {
       if (!this.closed) {
         this.worker = spawnWriter(this.options);
         this.listen();
       }
-      this.settle((pending) => pending.reject(new LogWriteError(error.message)));
+      this.settle(this.posted.length, (pending) => pending.reject(new LogWriteError(error.message)));
+      this.schedule();
     });
   }
 }

@@ -1,6 +1,7 @@
 // The log's writer thread: it owns the connection that appends, so the event loop that answers
-// HTTP never waits on an fsync. One message in, one batch committed, one message out.
-import { batchAppender, type Appended, type Rejection } from "./append.ts";
+// HTTP never waits on an fsync. Deliveries arrive a message per turn of that loop; everything that
+// arrived while a commit ran is the next batch, one transaction and one message back.
+import { batchAppender, type AcceptedDelivery, type Appended, type Rejection } from "./append.ts";
 import { unpackBatch, type PackedBatch } from "./batch-message.ts";
 import type { CheckpointRequest } from "./checkpoint-worker.ts";
 import { closeDatabase, openDatabase, type Checkpoints, type EventLogDatabase } from "./database.ts";
@@ -17,12 +18,15 @@ export interface WriterOptions {
 
 export type WriterRequest =
   | { type: "open"; options: WriterOptions }
-  | { type: "commit"; batch: PackedBatch; rejections: Rejection[] }
+  /** To be committed, in order, with whatever else is waiting: never a transaction of its own. */
+  | { type: "append"; batch: PackedBatch; rejections: Rejection[] }
   | { type: "close" };
 export type WriterReply =
   | { type: "ready" }
+  /** About the oldest deliveries not yet answered: as many as there are results. */
   | { type: "committed"; results: Appended[]; seconds: number }
-  | { type: "failed"; message: string }
+  /** The oldest `deliveries` not yet answered were not stored (or, for "open", the log did not open). */
+  | { type: "failed"; message: string; deliveries: number }
   | { type: "closed" };
 
 declare const self: Worker;
@@ -32,6 +36,32 @@ let checkpointer: Worker | undefined;
 let append: ReturnType<typeof batchAppender>;
 let keys: Follower;
 let digests: Follower;
+let waiting: AcceptedDelivery[] = [];
+let waitingRejections: Rejection[] = [];
+let commitScheduled = false;
+
+const errorMessage = (error: unknown) => (error instanceof Error ? error.message : String(error));
+
+/** Commits every delivery (and refusal) that has arrived since the last commit, as one batch. */
+function commitWaiting(): void {
+  // Already done: "close" commits what is waiting before it closes the log.
+  if (!commitScheduled) return;
+  commitScheduled = false;
+  const batch = waiting;
+  const rejections = waitingRejections;
+  waiting = [];
+  waitingRejections = [];
+  const started = performance.now();
+  try {
+    const results = append(batch, rejections);
+    reply({ type: "committed", results, seconds: (performance.now() - started) / 1000 });
+    const appended = results.reduce((count, result) => (result.duplicate ? count : count + 1), 0);
+    keys.appended(appended);
+    digests.appended(appended);
+  } catch (error) {
+    reply({ type: "failed", message: errorMessage(error), deliveries: batch.length });
+  }
+}
 
 self.onmessage = ({ data: request }: MessageEvent<WriterRequest>) => {
   if (request.type === "open") {
@@ -65,11 +95,13 @@ self.onmessage = ({ data: request }: MessageEvent<WriterRequest>) => {
       keys.step();
       digests.appended(digestsCopier.behind());
     } catch (error) {
-      reply({ type: "failed", message: error instanceof Error ? error.message : String(error) });
+      reply({ type: "failed", message: errorMessage(error), deliveries: 0 });
     }
     return;
   }
   if (request.type === "close") {
+    // Refusals ride along with no delivery waiting on them, so they may still be here.
+    commitWaiting();
     const stopped = checkpointer ? new Promise((resolve) => (checkpointer!.onmessage = resolve)) : Promise.resolve();
     checkpointer?.postMessage({ type: "stop" } satisfies CheckpointRequest);
     void stopped.then(() => {
@@ -81,14 +113,11 @@ self.onmessage = ({ data: request }: MessageEvent<WriterRequest>) => {
     });
     return;
   }
-  const started = performance.now();
-  try {
-    const results = append(unpackBatch(request.batch), request.rejections);
-    reply({ type: "committed", results, seconds: (performance.now() - started) / 1000 });
-    const appended = results.reduce((count, result) => (result.duplicate ? count : count + 1), 0);
-    keys.appended(appended);
-    digests.appended(appended);
-  } catch (error) {
-    reply({ type: "failed", message: error instanceof Error ? error.message : String(error) });
+  for (const delivery of unpackBatch(request.batch)) waiting.push(delivery);
+  for (const rejection of request.rejections) waitingRejections.push(rejection);
+  // setImmediate: the messages that queued up during the last commit are all read before it runs.
+  if (!commitScheduled) {
+    commitScheduled = true;
+    setImmediate(commitWaiting);
   }
 };
