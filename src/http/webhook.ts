@@ -23,7 +23,7 @@ export type DeliveryOutcome =
       event: string | null;
       unparsedReason: UnparsedReason | null;
     }
-  | { accepted: false; status: number; reason: string; message: string; detail?: string };
+  | { accepted: false; status: number; reason: string; message: string; detail?: string; retryAfterSeconds?: number };
 
 interface WebhookOptions {
   path: string;
@@ -98,11 +98,14 @@ export const webhook = (options: WebhookOptions) => {
 
   /**
    * A refusal: recorded for the operator (with the socket's address), unless the client it is
-   * counted against has been refused too often.
+   * counted against has been refused too often. Whom it counts against is worked out here, for
+   * refusals only.
    */
-  function refuse(refused: Refusal, remoteAddress: string | null, client: string): DeliveryOutcome {
+  function refuse(refused: Refusal, request: Request, remoteAddress: string | null): DeliveryOutcome {
+    const client = limitedAddress(request, remoteAddress);
     if (!limiter.allow(client)) {
-      return { accepted: false, status: 429, reason: "rate_limited", message: "too many refused deliveries from this address" };
+      const retryAfterSeconds = limiter.retryAfter(client);
+      return { accepted: false, status: 429, reason: "rate_limited", message: "too many refused deliveries from this address", retryAfterSeconds };
     }
     log.recordRejection({
       receivedAt: new Date().toISOString(),
@@ -121,15 +124,14 @@ export const webhook = (options: WebhookOptions) => {
       async ({ request, server, set }) => {
         const started = performance.now();
         const remoteAddress = server?.requestIP(request)?.address ?? null;
-        const client = limitedAddress(request, remoteAddress);
         const received = await receive(request, remoteAddress, options);
         const refused = !("accepted" in received);
-        const outcome = refused ? refuse(received, remoteAddress, client) : received;
+        const outcome = refused ? refuse(received, request, remoteAddress) : received;
         const bodyUnread = refused && !received.bodyRead;
         onOutcome(outcome, remoteAddress, (performance.now() - started) / 1000);
         if (!outcome.accepted) {
           const headers: Record<string, string> = {};
-          if (outcome.status === 429) headers["retry-after"] = String(limiter.retryAfter(client));
+          if (outcome.retryAfterSeconds !== undefined) headers["retry-after"] = String(outcome.retryAfterSeconds);
           // Otherwise Bun keeps the connection and reads (and discards) whatever the client still
           // sends: a 20 MB body would be read in full after its 413.
           if (bodyUnread) headers.connection = "close";
