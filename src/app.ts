@@ -161,6 +161,7 @@ export function createApp(
         scrape: () => ({
           databaseBytes: log.sizeBytes(),
           commitFailing: log.commitFailing,
+          copiesBehind: log.copiesBehind(),
           forwarding: forwardProgress?.status() ?? [],
           consumers: log.consumers.list(),
         }),

@@ -49,7 +49,7 @@ describe("deploy/alerts.yml", () => {
   });
 
   test("every rule is an alert with a for:, a severity, a summary and a description", () => {
-    expect(rules.length).toBe(8);
+    expect(rules.length).toBe(9);
     for (const rule of rules) {
       expect({ alert: rule.alert, for: typeof rule.for }).toEqual({ alert: expect.stringMatching(/^IcrReceiver/), for: "string" });
       expect([rule.alert, rule.labels?.severity]).toEqual([rule.alert, expect.stringMatching(/^(warning|critical)$/)]);

@@ -5,7 +5,10 @@ import { rmSync } from "node:fs";
 import { join } from "node:path";
 import { FIXTURE_SECRET, fixture, loadFixtures } from "./support/fixtures.ts";
 import { REPO, spawnReceiver, type ReceiverProcess } from "./support/process.ts";
-import { tempDir } from "./support/server.ts";
+import { DIGESTS_QUIET_MS } from "../src/log/event-digests.ts";
+import { KEYS_DELAY_MS } from "../src/log/event-keys.ts";
+import { signedDelivery, startServer, tempDir } from "./support/server.ts";
+import { sqlite3 } from "./support/sqlite-shell.ts";
 
 const TOKEN = "observability-test-token-5f0c";
 const fixtures = loadFixtures();
@@ -90,6 +93,32 @@ describe("GET /metrics", () => {
     expect(text).not.toContain(FIXTURE_SECRET);
     expect(text).not.toContain(TOKEN);
   });
+});
+
+describe("the copies behind the log, in /metrics", () => {
+  test("a copy that keeps failing leaves its events behind, counted; once it succeeds the count falls to 0", async () => {
+    const server = await startServer();
+    const behind = async () => {
+      const m = parseMetrics(await (await server.query("/metrics")).text());
+      return [m.get("icr_receiver_event_keys_behind_events"), m.get("icr_receiver_event_digests_behind_events")];
+    };
+    expect(await behind()).toEqual([0, 0]);
+    // Stand-ins for what would make a copy fail (a corrupt index, a full disk): deliveries still commit.
+    const copiesFail = ["event_keys", "event_digests"].map((table) => `CREATE TRIGGER ${table}_fails BEFORE INSERT ON ${table} BEGIN SELECT RAISE(ABORT, 'stand-in'); END;`);
+    sqlite3(server.config.databasePath, copiesFail.join(" "));
+    for (let n = 0; n < 5; n++) {
+      const { body, headers } = signedDelivery({ event: "installed", installation: { id: `inst-behind-${n}` } });
+      expect((await server.post(body, headers)).status).toBe(202);
+    }
+    // Long past the time each copy would have run, and retried after failing.
+    await Bun.sleep(3 * Math.max(DIGESTS_QUIET_MS, KEYS_DELAY_MS));
+    expect(await behind()).toEqual([5, 5]);
+    sqlite3(server.config.databasePath, "DROP TRIGGER event_keys_fails; DROP TRIGGER event_digests_fails;");
+    const deadline = Date.now() + 10 * DIGESTS_QUIET_MS;
+    while (Date.now() < deadline && (await behind()).some((n) => n !== 0)) await Bun.sleep(100);
+    expect(await behind()).toEqual([0, 0]);
+    await server.stop();
+  }, 30_000);
 });
 
 describe("logs", () => {

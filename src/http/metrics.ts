@@ -57,6 +57,8 @@ const FORWARD_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10
 export interface ScrapedState {
   databaseBytes: number;
   commitFailing: boolean;
+  /** Events the copies behind the log have yet to take (see EventLog.copiesBehind). */
+  copiesBehind: { eventKeys: number; eventDigests: number };
   forwarding: readonly { name: string; pending: number; deadLetters: number; oldestUndeliveredAgeSeconds: number | null }[];
   consumers: readonly { name: string; lag: number }[];
 }
@@ -130,7 +132,7 @@ export class ReceiverMetrics {
     this.perMinute.commit(seconds);
   }
 
-  render({ databaseBytes, commitFailing, forwarding, consumers }: ScrapedState): string {
+  render({ databaseBytes, commitFailing, copiesBehind, forwarding, consumers }: ScrapedState): string {
     return [
       `# HELP icr_receiver_build_info The running version.\n# TYPE icr_receiver_build_info gauge\nicr_receiver_build_info{version="${escape(this.version)}"} 1\n`,
       this.accepted.render(),
@@ -146,6 +148,8 @@ export class ReceiverMetrics {
       gauge("icr_receiver_start_time_seconds", "Unix time the receiver started.", this.startedAt),
       gauge("icr_receiver_streams_open", "Event streams (GET /events/stream) open now.", this.openStreams),
       gauge("icr_receiver_log_commit_failing", "1 while the last commit of the event log failed (disk full, lock held), else 0.", commitFailing ? 1 : 0),
+      gauge("icr_receiver_event_keys_behind_events", "Newest events not yet copied into event_keys (queries read them from events meanwhile).", copiesBehind.eventKeys),
+      gauge("icr_receiver_event_digests_behind_events", "Newest events not yet copied into event_digests (the writer holds their digests in memory meanwhile).", copiesBehind.eventDigests),
       gauge("icr_receiver_resident_memory_bytes", "Resident set size of the process.", process.memoryUsage().rss),
       ...(this.reconcile === null
         ? []

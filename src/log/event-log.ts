@@ -14,8 +14,9 @@ import { deliveryImporter, type ImportOutcome } from "./import.ts";
 import { bundledMigrations, migrate } from "./migrations.ts";
 import { EventQueries, type DeliveryView, type EventFilter, type EventView, type ReconcileFacts } from "./query.ts";
 import { acceptedDelivery, type RequestFacts } from "./row.ts";
-import { deliveries, events, reconcileRuns, rejections } from "./schema.ts";
-import { count, desc, eq, lt, max } from "drizzle-orm";
+import { COPIED_DIGESTS_THROUGH } from "./event-digests.ts";
+import { deliveries, eventKeys, events, reconcileRuns, rejections } from "./schema.ts";
+import { count, desc, eq, lt, max, sql } from "drizzle-orm";
 
 export type { Appended, Rejection } from "./append.ts";
 export { APPEND_ONLY_TRIGGERS, type CheckReport } from "./check.ts";
@@ -105,6 +106,12 @@ export interface EventLog extends EventReader {
   readonly commitFailing: boolean;
   /** Bytes of the log's file and its write-ahead log. */
   sizeBytes(): number;
+  /**
+   * How many of the newest events the copies the writer keeps behind the log have yet to take:
+   * into event_keys (queries read these from `events` meanwhile) and into event_digests (the
+   * writer holds these in memory meanwhile). A batch's worth at most, unless a copy is failing.
+   */
+  copiesBehind(): CopiesBehind;
   /** The named consumers' positions (each change committed before it returns). */
   readonly consumers: Consumers;
   /** The kept results of reconciliations with ICR's API. */
@@ -122,6 +129,24 @@ export interface EventLogOptions {
   onCommit?: (stats: CommitStats) => void;
   /** Who checkpoints the WAL (default "receiver"; "litestream" when Litestream replicates the log). */
   checkpoints?: Checkpoints;
+}
+
+export interface CopiesBehind {
+  eventKeys: number;
+  eventDigests: number;
+}
+
+function copiesBehindOver({ db }: EventLogDatabase): () => CopiesBehind {
+  const lastEvent = db.select({ id: max(events.id) }).from(events);
+  const lastKeyed = db.select({ id: max(eventKeys.eventId) }).from(eventKeys);
+  const behind = db
+    .select({
+      eventKeys: sql<number>`coalesce((${lastEvent}), 0) - coalesce((${lastKeyed}), 0)`,
+      eventDigests: sql<number>`coalesce((${lastEvent}), 0) - ${sql.raw(COPIED_DIGESTS_THROUGH)}`,
+    })
+    .from(sql`(SELECT 1)`)
+    .prepare();
+  return () => behind.get()!;
 }
 
 function readerOver(database: EventLogDatabase): EventReader {
@@ -183,6 +208,7 @@ export async function openEventLog(path: string, { busyTimeoutMs = 5000, redact 
       return writer.failing;
     },
     sizeBytes: () => fileSize(path) + fileSize(`${path}-wal`),
+    copiesBehind: copiesBehindOver(database),
     consumers: new Consumers(database.db),
     reconcileRuns: reconcileRunsOver(database.db),
     async close() {
