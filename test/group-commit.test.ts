@@ -1,5 +1,6 @@
 // GroupCommit's own promises, with stand-in writer threads, and the message deliveries travel in.
 import { expect, test } from "bun:test";
+import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { packBatch, unpackBatch } from "../src/log/batch-message.ts";
 import type { Appended } from "../src/log/append.ts";
@@ -13,7 +14,7 @@ const delivery = (n: number) => ({
   secretLabel: "default", envelopeMismatch: false,
 });
 
-test("a writer thread that dies fails only its batch (503s), and a new one takes over", async () => {
+test("a writer thread that dies fails what it was handed (503s), and a new one takes over", async () => {
   const writer = await GroupCommit.start({
     workerUrl: new URL("./support/crash-once-writer.ts", import.meta.url).href,
     path: join(tempDir("icr-crash-writer-"), "log.db"),
@@ -59,6 +60,26 @@ test("a failed commit rejects only the deliveries it names, the oldest; the next
   expect(writer.failing).toBe(false);
   expect<PromiseSettledResult<Appended>[]>(rest).toEqual([1, 2].map((id) => ({ status: "fulfilled", value: { id, duplicate: false } })));
   await writer.close();
+});
+
+test("close waits for the writer's own \"closed\", not for the reply to a refusal handed over last", async () => {
+  const path = join(tempDir("icr-closing-writer-"), "log.db");
+  const writer = await GroupCommit.start({ workerUrl: new URL("./support/closing-writer.ts", import.meta.url).href, path, busyTimeoutMs: 100 });
+  writer.recordRejection({ receivedAt: "t", remoteAddress: null, status: 403, reason: "invalid_signature", bodySize: 2, bodySha256: null });
+  await new Promise((resolve) => setImmediate(resolve));
+  await writer.close();
+  expect(existsSync(`${path}.closed`)).toBe(true);
+});
+
+test("a writer thread that dies at close ends close() all the same; later appends fail", async () => {
+  const writer = await GroupCommit.start({
+    workerUrl: new URL("./support/closing-writer.ts", import.meta.url).href,
+    path: join(tempDir("icr-closing-writer-"), "dies-on-close.db"),
+    busyTimeoutMs: 100,
+  });
+  expect(await writer.append(delivery(1))).toEqual({ id: 1, duplicate: false });
+  await writer.close();
+  await expect(writer.append(delivery(2))).rejects.toBeInstanceOf(LogWriteError);
 });
 
 test("a batch crosses to the writer thread as one flat array and comes back field for field", () => {

@@ -40,6 +40,8 @@ export class GroupCommit {
   private posted: Pending[] = [];
   private scheduled = false;
   private closed = false;
+  /** The writer died while closing: nothing more will be committed. */
+  private dead = false;
   /** Whether the last commit failed (a full disk, a lock held too long): cleared by the next success. */
   failing = false;
 
@@ -91,13 +93,33 @@ export class GroupCommit {
   /** Commits what is queued, then closes the writer's connection and ends the thread. */
   async close(): Promise<void> {
     this.closed = true;
-    while (this.posted.length > 0 || this.queue.length > 0 || this.rejections.length > 0) {
-      await new Promise<void>((resolve) => this.worker.addEventListener("message", () => setImmediate(resolve), { once: true }));
+    while (!this.dead && (this.posted.length > 0 || this.queue.length > 0 || this.rejections.length > 0)) {
+      await this.writerSays(() => true);
     }
-    const closed = new Promise<void>((resolve) => this.worker.addEventListener("message", () => resolve(), { once: true }));
-    this.post({ type: "close" });
-    await closed;
+    if (!this.dead) {
+      // Only "closed" will do: a reply to refusals handed over last may still be on its way.
+      const closed = this.writerSays((reply) => reply.type === "closed");
+      this.post({ type: "close" });
+      await closed;
+    }
     this.worker.terminate();
+  }
+
+  /** Resolves once the writer sends a reply that `wanted`, or dies. */
+  private writerSays(wanted: (reply: WriterReply) => boolean): Promise<void> {
+    const worker = this.worker;
+    return new Promise((resolve) => {
+      const done = () => {
+        worker.removeEventListener("message", onMessage);
+        worker.removeEventListener("error", done);
+        setImmediate(resolve);
+      };
+      const onMessage = ({ data }: MessageEvent<WriterReply>) => {
+        if (wanted(data)) done();
+      };
+      worker.addEventListener("message", onMessage);
+      worker.addEventListener("error", done);
+    });
   }
 
   private post(request: WriterRequest): void {
@@ -123,7 +145,10 @@ export class GroupCommit {
   }
 
   private listen(): void {
-    this.worker.addEventListener("message", ({ data: reply }: MessageEvent<WriterReply>) => {
+    const worker = this.worker;
+    worker.addEventListener("message", ({ data: reply }: MessageEvent<WriterReply>) => {
+      // A writer replaced after dying has nothing left to settle: what it was handed is rejected.
+      if (worker !== this.worker) return;
       if (reply.type === "committed") {
         this.failing = false;
         const rows = this.settle(reply.results.length, (pending, i) => pending.resolve(reply.results[i]!));
@@ -134,13 +159,18 @@ export class GroupCommit {
       }
     });
     // A writer that dies takes what it was handed with it (answered 503); a new one takes over
-    // what this thread still holds.
-    this.worker.addEventListener("error", (error) => {
-      if (!this.closed) {
-        this.worker = spawnWriter(this.options);
-        this.listen();
+    // what this thread still holds, unless the log is closing: then that fails too.
+    worker.addEventListener("error", (error) => {
+      const failed = (pending: Pending) => pending.reject(new LogWriteError(error.message));
+      this.settle(this.posted.length, failed);
+      if (this.closed) {
+        this.dead = true;
+        this.queue.splice(0).forEach(failed);
+        this.rejections = [];
+        return;
       }
-      this.settle(this.posted.length, (pending) => pending.reject(new LogWriteError(error.message)));
+      this.worker = spawnWriter(this.options);
+      this.listen();
       this.schedule();
     });
   }

@@ -52,15 +52,18 @@ function commitWaiting(): void {
   waiting = [];
   waitingRejections = [];
   const started = performance.now();
+  let results: Appended[];
   try {
-    const results = append(batch, rejections);
-    reply({ type: "committed", results, seconds: (performance.now() - started) / 1000 });
-    const appended = results.reduce((count, result) => (result.duplicate ? count : count + 1), 0);
-    keys.appended(appended);
-    digests.appended(appended);
+    results = append(batch, rejections);
   } catch (error) {
     reply({ type: "failed", message: errorMessage(error), deliveries: batch.length });
+    return;
   }
+  // One reply per batch, whatever follows: a second would settle deliveries of the next.
+  reply({ type: "committed", results, seconds: (performance.now() - started) / 1000 });
+  const appended = results.reduce((count, result) => (result.duplicate ? count : count + 1), 0);
+  keys.appended(appended);
+  digests.appended(appended);
 }
 
 self.onmessage = ({ data: request }: MessageEvent<WriterRequest>) => {
