@@ -16,8 +16,10 @@ export const KEYS_DELAY_MS = 100;
  * under the lock, so neither copies a row twice). Returns how many rows it wrote: KEYS_PER_STEP
  * when there may be more.
  */
+/** The last event event_keys holds: it is copied in id order, so every one before it too. */
+export const KEYS_COPIED_THROUGH = sql`(SELECT coalesce(max(${eventKeys.eventId}), 0) FROM ${eventKeys})`;
+
 export function eventKeysCopier({ db, sqlite }: EventLogDatabase) {
-  const watermark = sql`(SELECT coalesce(max(${eventKeys.eventId}), 0) FROM ${eventKeys})`;
   const copy = db
     .insert(eventKeys)
     .select(
@@ -31,7 +33,7 @@ export function eventKeysCopier({ db, sqlite }: EventLogDatabase) {
           digest: sql<null>`NULL`.as("digest"),
         })
         .from(events)
-        .where(gt(events.id, watermark))
+        .where(gt(events.id, KEYS_COPIED_THROUGH))
         .orderBy(asc(events.id))
         .limit(KEYS_PER_STEP),
     )

@@ -15,7 +15,8 @@ import { bundledMigrations, migrate } from "./migrations.ts";
 import { EventQueries, type DeliveryView, type EventFilter, type EventView, type ReconcileFacts } from "./query.ts";
 import { acceptedDelivery, type RequestFacts } from "./row.ts";
 import { COPIED_DIGESTS_THROUGH } from "./event-digests.ts";
-import { deliveries, eventKeys, events, reconcileRuns, rejections } from "./schema.ts";
+import { KEYS_COPIED_THROUGH } from "./event-keys.ts";
+import { deliveries, events, reconcileRuns, rejections } from "./schema.ts";
 import { count, desc, eq, lt, max, sql } from "drizzle-orm";
 
 export type { Appended, Rejection } from "./append.ts";
@@ -138,10 +139,9 @@ export interface CopiesBehind {
 
 function copiesBehindOver({ db }: EventLogDatabase): () => CopiesBehind {
   const lastEvent = db.select({ id: max(events.id) }).from(events);
-  const lastKeyed = db.select({ id: max(eventKeys.eventId) }).from(eventKeys);
   const behind = db
     .select({
-      eventKeys: sql<number>`coalesce((${lastEvent}), 0) - coalesce((${lastKeyed}), 0)`,
+      eventKeys: sql<number>`coalesce((${lastEvent}), 0) - ${KEYS_COPIED_THROUGH}`,
       eventDigests: sql<number>`coalesce((${lastEvent}), 0) - ${sql.raw(COPIED_DIGESTS_THROUGH)}`,
     })
     .from(sql`(SELECT 1)`)
