@@ -9,6 +9,7 @@ import { closeDatabase, openDatabase, openDatabaseReadOnly, type EventLogDatabas
 import { eventKeysCopier, KEYS_PER_STEP } from "../src/log/event-keys.ts";
 import { bundledMigrations, migrate } from "../src/log/migrations.ts";
 import { EventQueries, type EventFilter } from "../src/log/query.ts";
+import { requestReplay } from "../src/forward/progress.ts";
 import { acceptedDelivery } from "./support/accepted-delivery.ts";
 import { logAfterQuickStop, signedDelivery, startServer, tempDir } from "./support/server.ts";
 import { sqlite3 } from "./support/sqlite-shell.ts";
@@ -35,7 +36,7 @@ function logWith(count: number): EventLogDatabase {
 /** Copies the keys of the events up to `lastId` only, as if the writer were behind. */
 const copyKeysUpTo = (log: EventLogDatabase, lastId: number) =>
   log.sqlite.run(
-    "INSERT INTO event_keys (event_id, event, organization_id, installation_id) SELECT id, event, organization_id, installation_id FROM events WHERE id <= ?",
+    "INSERT INTO event_keys (event_id, event, organization_id, installation_id, received_at) SELECT id, event, organization_id, installation_id, received_at FROM events WHERE id <= ?",
     [lastId],
   );
 
@@ -67,6 +68,10 @@ describe("filtered queries across the last copied row", () => {
       { installation: "inst-1" },
       { installation: "inst-3", event: "warehouseTransaction" },
       { event: "suspended", since: "2026-01-01T00:00:10.000Z", until: "2026-01-01T00:00:40.000Z" },
+      { since: "2026-01-01T00:00:10.000Z" },
+      { until: "2026-01-01T00:00:31.000Z" },
+      { since: "2026-01-01T00:00:20.000Z", until: "2026-01-01T00:00:26.000Z" },
+      { organization: "org-a", since: "2026-01-01T00:00:30.000Z" },
       { event: "no-such-event" },
     ];
     for (const filter of filters) {
@@ -112,9 +117,65 @@ describe("filtered queries across the last copied row", () => {
     expect(plans[6]).toContain("INDEX event_keys_organization_event (organization_id=? AND event=? AND rowid");
     closeDatabase(log);
   });
+
+  test("a replay by time asks for each matching event once, whether its keys are copied or not", () => {
+    const log = logWith(40);
+    copyKeysUpTo(log, 23);
+    const destinations = [
+      { name: "all", url: "http://127.0.0.1:1/", events: null },
+      { name: "some", url: "http://127.0.0.1:1/", events: ["installed", "suspended"] },
+    ];
+    const since = "2026-01-01T00:00:10.000Z";
+    const until = "2026-01-01T00:00:35.000Z";
+    const asked = requestReplay(log.sqlite, destinations, { since, until, event: "suspended" });
+    const replays = log.sqlite.query<{ destination: string; event_id: number }, []>("SELECT destination, event_id FROM forward_replays ORDER BY destination, event_id").all();
+    const expected = log.sqlite
+      .query<{ id: number }, [string, string]>("SELECT id FROM events WHERE received_at >= ? AND received_at < ? AND event = 'suspended' ORDER BY id")
+      .all(since, until)
+      .map((r) => r.id);
+    expect(expected.some((id) => id <= 23) && expected.some((id) => id > 23)).toBe(true);
+    expect(replays).toEqual(["all", "some"].flatMap((destination) => expected.map((event_id) => ({ destination, event_id }))));
+    expect(asked).toBe(2 * expected.length);
+    closeDatabase(log);
+  });
+
+  test("a time filter reads event_keys' index on received_at, or its rows in id order; never events' rows but those it lists", () => {
+    const log = logWith(10);
+    copyKeysUpTo(log, 5);
+    const prepared: string[] = [];
+    const prepare = log.sqlite.prepare.bind(log.sqlite);
+    log.sqlite.prepare = ((text: string, ...rest: never[]) => (prepared.push(text), prepare(text, ...rest))) as typeof log.sqlite.prepare;
+    const queries = new EventQueries(log.db);
+    for (const filter of [{ since: "2026-01-01T00:00:02.000Z" }, { until: "2026-01-01T00:00:04.000Z" }, { since: "2026-01-01T00:00:02.000Z", until: "2026-01-01T00:00:04.000Z" }]) {
+      for (const order of ["asc", "desc"] as const) queries.list({ ...filter, order, limit: 2 });
+    }
+    const plans = prepared
+      .filter((text) => text.includes('from "event_keys" inner join'))
+      .map((text) => log.sqlite.query<{ detail: string }, []>(`EXPLAIN QUERY PLAN ${text}`).all().map((r) => r.detail).join(" | "));
+    // Descending, event_keys is read only when the newest events do not fill the page: not for `since` alone.
+    expect(plans).toHaveLength(5);
+    for (const plan of plans) {
+      expect(plan).toMatch(/^(SEARCH event_keys USING (COVERING )?INDEX event_keys_received_at \(received_at[<>]\?|SEARCH event_keys USING INTEGER PRIMARY KEY \(rowid[<>]\?)/);
+      expect(plan).toContain("SEARCH events USING INTEGER PRIMARY KEY (rowid=?)");
+    }
+    closeDatabase(log);
+  });
 });
 
 describe("copying keys", () => {
+  test("fills in the times of rows a receiver older than 0.8.0 copied without one (a hand-over)", () => {
+    const log = logWith(30);
+    // What a 0.7.0 writer's copy step inserts: every column it knows of.
+    log.sqlite.run("INSERT INTO event_keys (event_id, event, organization_id, installation_id) SELECT id, event, organization_id, installation_id FROM events WHERE id <= 12");
+    expect(eventKeysCheck(log)).toMatchObject({ ok: false, data: { copied: 12, wrong: 12 } });
+    const copy = eventKeysCopier(log);
+    expect(copy()).toBe(18);
+    expect(eventKeysCheck(log)).toMatchObject({ ok: true, data: { copied: 30, behind: 0, wrong: 0, missing: 0 } });
+    const queries = new EventQueries(log.db);
+    expect(allPages(queries, { until: "2026-01-01T00:00:03.000Z", order: "asc" }, 2)).toEqual([1, 2, 3]);
+    closeDatabase(log);
+  });
+
   test("in id order, at most one step's worth at a time, never a row twice from two connections", () => {
     const log = logWith(KEYS_PER_STEP + 700);
     const other = openDatabase(log.path);
@@ -177,6 +238,10 @@ describe("check: event-keys", () => {
       "1 event up to id 20 have no row in event_keys",
     ]);
 
+    // A time is a key like the others.
+    sqlite3(log.path, "UPDATE event_keys SET organization_id = (SELECT organization_id FROM events WHERE id = 7) WHERE event_id = 7; UPDATE event_keys SET received_at = '2020-01-01T00:00:00.000Z' WHERE event_id = 3;");
+    expect(eventKeysCheck(log)).toMatchObject({ ok: false, data: { wrong: 1, missing: 1 } });
+
     // The README's rebuild: empty it; the receiver copies every event again.
     sqlite3(log.path, "DELETE FROM event_keys;");
     while (eventKeysCopier(log)() > 0);
@@ -204,7 +269,36 @@ describe("upgrading a log written before 0003", () => {
     expect(keyRows(log)).toEqual({ n: 40, last: 40 });
     expect(eventKeysCheck(log)).toMatchObject({ ok: true, data: { copied: 40, behind: 0, wrong: 0, missing: 0 } });
     const indexes = log.sqlite.query<{ name: string }, []>("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events' AND sql IS NOT NULL ORDER BY name").all();
-    expect(indexes.map((i) => i.name)).toEqual(["events_id_payload_sha256", "events_received_at", "events_unparsed"]);
+    // From 0011 on, the commit writes no index of events but the one of unparsed events.
+    expect(indexes.map((i) => i.name)).toEqual(["events_unparsed"]);
+    closeDatabase(log);
+  });
+});
+
+describe("upgrading a log written before 0011", () => {
+  test("every copied event's time moves into event_keys, and events keeps only the index of unparsed events", () => {
+    const path = join(tempDir(), "old.db");
+    const old = openDatabase(path, { migrate: false });
+    migrate(old.sqlite, bundledMigrations().slice(0, 11));
+    const append = batchAppender(old);
+    append(Array.from({ length: 30 }, (_, n) => delivery(n)));
+    old.sqlite.run(
+      "INSERT INTO event_keys (event_id, event, organization_id, installation_id) SELECT id, event, organization_id, installation_id FROM events WHERE id <= 20",
+    );
+    closeDatabase(old);
+
+    const log = openDatabase(path); // applies 0011
+    const times = log.sqlite.query<{ same: number; copied: number }, []>(
+      "SELECT sum(k.received_at = e.received_at) AS same, count(*) AS copied FROM event_keys k JOIN events e ON e.id = k.event_id",
+    );
+    expect(times.get()).toEqual({ same: 20, copied: 20 });
+    expect(eventKeysCheck(log)).toMatchObject({ ok: true, data: { copied: 20, behind: 10, wrong: 0 } });
+    const indexes = (table: string) =>
+      log.sqlite.query<{ name: string }, [string]>("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ? AND sql IS NOT NULL ORDER BY name").all(table).map((i) => i.name);
+    expect(indexes("events")).toEqual(["events_unparsed"]);
+    expect(indexes("event_keys")).toContain("event_keys_received_at");
+    const queries = new EventQueries(log.db);
+    expect(allPages(queries, { since: "2026-01-01T00:00:15.000Z", until: "2026-01-01T00:00:25.000Z", order: "asc" }, 3)).toEqual([16, 17, 18, 19, 20, 21, 22, 23, 24, 25]);
     closeDatabase(log);
   });
 });

@@ -36,6 +36,8 @@ export interface DeadLetter {
 const only = (destination: Destination, column = "event") =>
   destination.events === null ? "" : `AND ${column} IN (${destination.events.map(() => "?").join(", ")})`;
 const names = (destination: Destination) => (destination.events ?? []) as SQLQueryBindings[];
+/** The last event event_keys holds (it is copied in id order): past it, read `events` itself. */
+const keysThrough = (sqlite: Database) => sqlite.query<{ id: number | null }, []>("SELECT max(event_id) AS id FROM event_keys").get()?.id ?? 0;
 
 /**
  * Counts and the first id of the events of `destination` in (from, to], of one installation when
@@ -44,19 +46,19 @@ const names = (destination: Destination) => (destination.events ?? []) as SQLQue
  * of hundreds of thousands.
  */
 function waiting(sqlite: Database, destination: Destination, from: number, to: number, installation?: string): { first: number | null; n: number } {
-  const keysThrough = sqlite.query<{ id: number | null }, []>("SELECT max(event_id) AS id FROM event_keys").get()?.id ?? 0;
+  const copied = keysThrough(sqlite);
   const byInstallation = installation === undefined ? "" : "AND installation_id IS ?";
   const bound = (lo: number, hi: number): SQLQueryBindings[] => [lo, hi, ...(installation === undefined ? [] : [installation === "" ? null : installation]), ...names(destination)];
   const keyed = sqlite
     .query<{ first: number | null; n: number }, SQLQueryBindings[]>(
       `SELECT min(event_id) AS first, count(*) AS n FROM event_keys WHERE event_id > ? AND event_id <= ? ${byInstallation} ${only(destination)}`,
     )
-    .get(...bound(from, Math.min(to, keysThrough)))!;
+    .get(...bound(from, Math.min(to, copied)))!;
   const recent = sqlite
     .query<{ first: number | null; n: number }, SQLQueryBindings[]>(
       `SELECT min(id) AS first, count(*) AS n FROM events WHERE id > ? AND id <= ? ${byInstallation} ${only(destination)}`,
     )
-    .get(...bound(Math.max(from, keysThrough), to))!;
+    .get(...bound(Math.max(from, copied), to))!;
   return { first: keyed.first ?? recent.first, n: keyed.n + recent.n };
 }
 
@@ -159,13 +161,22 @@ export function requestReplay(sqlite: Database, destinations: readonly Destinati
           .all(selection.id, ...names(destination))
           .map((r) => r.id);
       } else {
-        const bounds: SQLQueryBindings[] = [selection.since, ...(selection.until === undefined ? [] : [selection.until]), ...(selection.event === undefined ? [] : [selection.event])];
+        // Times are indexed in event_keys: through it up to its last row, past it from events.
+        const where = `received_at >= ? ${selection.until === undefined ? "" : "AND received_at < ?"}
+          ${selection.event === undefined ? "" : "AND event = ?"} ${only(destination)}`;
+        const bounds: SQLQueryBindings[] = [
+          selection.since,
+          ...(selection.until === undefined ? [] : [selection.until]),
+          ...(selection.event === undefined ? [] : [selection.event]),
+          ...names(destination),
+        ];
+        const copied = keysThrough(sqlite);
         ids = sqlite
           .query<{ id: number }, SQLQueryBindings[]>(
-            `SELECT id FROM events WHERE received_at >= ? ${selection.until === undefined ? "" : "AND received_at < ?"}
-             ${selection.event === undefined ? "" : "AND event = ?"} ${only(destination)} ORDER BY id`,
+            `SELECT event_id AS id FROM event_keys WHERE ${where} AND event_id <= ?
+             UNION ALL SELECT id FROM events WHERE ${where} AND id > ? ORDER BY id`,
           )
-          .all(...bounds, ...names(destination))
+          .all(...bounds, copied, ...bounds, copied)
           .map((r) => r.id);
       }
       for (const id of ids) {

@@ -202,7 +202,7 @@ const eventKeysCheck: Check = {
       .query<{ copied: number; wrong: number; last: number | null }, []>(
         `SELECT count(*) AS copied, max(k.event_id) AS last,
                 sum(e.id IS NULL OR k.event IS NOT e.event OR k.organization_id IS NOT e.organization_id
-                    OR k.installation_id IS NOT e.installation_id) AS wrong
+                    OR k.installation_id IS NOT e.installation_id OR k.received_at IS NOT e.received_at) AS wrong
          FROM event_keys k LEFT JOIN events e ON e.id = k.event_id`,
       )
       .get()!;
@@ -237,7 +237,7 @@ const digestsCheck: Check = {
     const { missing, matched } = one<{ missing: number; matched: number }>(
       `SELECT coalesce(sum(id <= ?1 AND NOT present), 0) AS missing, coalesce(sum(present), 0) AS matched FROM (
          SELECT e.id, EXISTS (SELECT 1 FROM event_digests d WHERE d.digest = unhex(substr(e.payload_sha256, 1, 16)) AND d.event_id = e.id) AS present
-         FROM events e INDEXED BY events_id_payload_sha256)`,
+         FROM events e)`,
       through,
     );
     const wrong = rows - matched;

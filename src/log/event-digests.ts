@@ -180,9 +180,10 @@ export function eventDigestsCopier({ sqlite }: EventLogDatabase) {
   const progress = sqlite.prepare<{ through: number; generation: number; last: number }, []>(
     "SELECT through, generation, (SELECT coalesce(max(id), 0) FROM events) AS last FROM event_digests_progress WHERE id = 1",
   );
-  // Through events_id_payload_sha256: the digests without the payloads beside them.
+  // From the rows themselves, a step's run of them in rowid order: no index on the digests is
+  // written with each commit for the sake of this read, done once per event.
   const gather = sqlite.prepare<never, [number, number]>(
-    "INSERT OR IGNORE INTO temp.digest_batch SELECT unhex(substr(payload_sha256, 1, 16)), id FROM events INDEXED BY events_id_payload_sha256 WHERE id > ? AND id <= ?",
+    "INSERT OR IGNORE INTO temp.digest_batch SELECT unhex(substr(payload_sha256, 1, 16)), id FROM events WHERE id > ? AND id <= ?",
   );
   const stepEnd = sqlite.prepare<BatchKey, [Uint8Array, number]>(
     `SELECT digest, event_id FROM temp.digest_batch WHERE (digest, event_id) > (?, ?) ORDER BY digest, event_id LIMIT 1 OFFSET ${DIGESTS_PER_STEP - 1}`,

@@ -14,6 +14,7 @@ import reconcileRuns from "../../drizzle/0007_reconcile_runs.sql" with { type: "
 import forwardingLease from "../../drizzle/0008_forwarding_lease.sql" with { type: "text" };
 import eventDigests from "../../drizzle/0009_event_digests.sql" with { type: "text" };
 import eventDigestsSorted from "../../drizzle/0010_event_digests_sorted.sql" with { type: "text" };
+import eventKeysReceivedAt from "../../drizzle/0011_event_keys_received_at.sql" with { type: "text" };
 
 /** Every migration's SQL by journal tag; a test checks that it matches the journal exactly. */
 export const migrationSql: Record<string, string> = {
@@ -28,6 +29,7 @@ export const migrationSql: Record<string, string> = {
   "0008_forwarding_lease": forwardingLease,
   "0009_event_digests": eventDigests,
   "0010_event_digests_sorted": eventDigestsSorted,
+  "0011_event_keys_received_at": eventKeysReceivedAt,
 };
 
 export interface Migration {

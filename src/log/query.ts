@@ -141,36 +141,35 @@ export class EventQueries {
 
   /**
    * One page of events and the cursor of the next page (null on the last one). A filter on a key
-   * reads event_keys up to its last row, and `events` itself past it: the newest events, whose
-   * keys the writer has not copied yet (at most a fraction of a second's worth).
+   * or a time reads event_keys up to its last row, and `events` itself past it: the newest events,
+   * whose keys the writer has not copied yet (at most a fraction of a second's worth).
    */
   list(filter: EventFilter): { events: EventView[]; next: string | null } {
     const ascending = filter.order === "asc";
     const byId = ascending ? asc : desc;
     const limit = filter.limit + 1;
-    const around = (id: SQLiteColumn) => [
-      filter.since === undefined ? undefined : gte(events.receivedAt, filter.since),
-      filter.until === undefined ? undefined : lt(events.receivedAt, filter.until),
-      filter.after === undefined ? undefined : ascending ? gt(id, filter.after) : lt(id, filter.after),
-    ];
     // An unparsed event is one without an event name, in event_keys as in events.
-    const keyed = (keys: { event: SQLiteColumn; installationId: SQLiteColumn; organizationId: SQLiteColumn }) => [
+    const keyed = (keys: typeof eventKeys | typeof events, id: SQLiteColumn) => [
       filter.event === undefined ? undefined : eq(keys.event, filter.event),
       filter.parsed === undefined ? undefined : filter.parsed ? isNotNull(keys.event) : isNull(keys.event),
       filter.installation === undefined ? undefined : eq(keys.installationId, filter.installation),
       filter.organization === undefined ? undefined : eq(keys.organizationId, filter.organization),
+      filter.since === undefined ? undefined : gte(keys.receivedAt, filter.since),
+      filter.until === undefined ? undefined : lt(keys.receivedAt, filter.until),
+      filter.after === undefined ? undefined : ascending ? gt(id, filter.after) : lt(id, filter.after),
     ];
     const fromEvents = (...conditions: (SQL | undefined)[]) =>
       this.db
         .select(eventColumns)
         .from(events)
-        .where(and(...keyed(events), ...around(events.id), ...conditions))
+        .where(and(...keyed(events, events.id), ...conditions))
         .orderBy(byId(events.id))
         .limit(limit)
         .all();
 
     let rows: EventRecord[];
-    if (filter.event === undefined && filter.installation === undefined && filter.organization === undefined) {
+    const { event, installation, organization, since, until } = filter;
+    if ([event, installation, organization, since, until].every((value) => value === undefined)) {
       rows = fromEvents();
     } else {
       const watermark = this.db.select({ id: max(eventKeys.eventId) }).from(eventKeys).get()?.id ?? 0;
@@ -179,7 +178,7 @@ export class EventQueries {
           .select(eventColumns)
           .from(eventKeys)
           .innerJoin(events, eq(events.id, eventKeys.eventId))
-          .where(and(...keyed(eventKeys), ...around(eventKeys.eventId), lte(eventKeys.eventId, watermark)))
+          .where(and(...keyed(eventKeys, eventKeys.eventId), lte(eventKeys.eventId, watermark)))
           .orderBy(byId(eventKeys.eventId))
           .limit(limit)
           .all();

@@ -43,12 +43,9 @@ export const events = sqliteTable(
     /** Why the signed data is not an event the receiver can read (`not_json`, …); NULL when parsed. */
     unparsedReason: text("unparsed_reason"),
   },
+  // The only index the commit that acknowledges a delivery writes besides the rowid: every other
+  // way into the log is written behind it (event_keys, event_digests).
   (table) => [
-    // The digests of a run of events without reading past their payloads: how event_digests and
-    // the writer's tail of it are filled (and how a 0.4.0 receiver finds repeats).
-    index("events_id_payload_sha256").on(table.id, table.payloadSha256),
-    // Appended in time order too, so also touched at its last page only.
-    index("events_received_at").on(table.receivedAt),
     // Only unparsed events are in it: written rarely, and `GET /events?parsed=false` pages by it.
     index("events_unparsed").on(table.id).where(sql`${table.event} IS NULL`),
   ],
@@ -78,9 +75,15 @@ export const eventKeys = sqliteTable(
      * during the hand-over to this release keeps working (it fills in what this one leaves NULL).
      */
     digest: blob("digest", { mode: "buffer" }),
+    /**
+     * The event's received_at: time filters read it here. NULL only for a row that a receiver
+     * older than 0.8.0 copied during a hand-over, until the next copy step fills it in.
+     */
+    receivedAt: text("received_at"),
   },
   (table) => [
     index("event_keys_digest").on(table.digest),
+    index("event_keys_received_at").on(table.receivedAt),
     index("event_keys_organization_event").on(table.organizationId, table.event),
     // An organization alone: in (organization, event) its events are in id order only per event.
     index("event_keys_organization").on(table.organizationId),
