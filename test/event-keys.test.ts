@@ -59,7 +59,17 @@ function allPages(queries: EventQueries, filter: Omit<EventFilter, "limit" | "af
 describe("filtered queries across the last copied row", () => {
   test("list every match once, in order, whether its keys are copied or not", () => {
     const log = logWith(60);
-    copyKeysUpTo(log, 23);
+    // On both sides of the last copied row: unparsed events, and imported ones with older times.
+    const append = batchAppender(log);
+    const mixed = (from: number) =>
+      Array.from({ length: 6 }, (_, i) =>
+        i % 2 === 0
+          ? acceptedDelivery(`not json ${from + i}`, { event: null, unparsedReason: "not_json", receivedAt: new Date(Date.UTC(2026, 0, 1, 0, 0, from + i)).toISOString() })
+          : acceptedDelivery(JSON.stringify({ event: "installed", imported: from + i }), { receivedAt: new Date(Date.UTC(2025, 11, 31, 23, 59, from + i)).toISOString() }),
+      );
+    append(mixed(0));
+    copyKeysUpTo(log, 63);
+    append(mixed(6));
     const queries = new EventQueries(log.db);
     const filters: Omit<EventFilter, "limit" | "after" | "order">[] = [
       { event: "installed" },
@@ -72,6 +82,10 @@ describe("filtered queries across the last copied row", () => {
       { until: "2026-01-01T00:00:31.000Z" },
       { since: "2026-01-01T00:00:20.000Z", until: "2026-01-01T00:00:26.000Z" },
       { organization: "org-a", since: "2026-01-01T00:00:30.000Z" },
+      { until: "2026-01-01T00:00:00.000Z" },
+      { event: "installed", until: "2026-01-01T00:00:05.000Z" },
+      { parsed: false, since: "2026-01-01T00:00:02.000Z" },
+      { parsed: true, until: "2026-01-01T00:00:04.000Z" },
       { event: "no-such-event" },
     ];
     for (const filter of filters) {
@@ -81,6 +95,7 @@ describe("filtered queries across the last copied row", () => {
       if (filter.installation !== undefined) where.push(`installation_id = '${filter.installation}'`);
       if (filter.since !== undefined) where.push(`received_at >= '${filter.since}'`);
       if (filter.until !== undefined) where.push(`received_at < '${filter.until}'`);
+      if (filter.parsed !== undefined) where.push(filter.parsed ? "event IS NOT NULL" : "event IS NULL");
       const expected = log.sqlite.query<{ id: number }, []>(`SELECT id FROM events WHERE ${where.join(" AND ")} ORDER BY id`).all().map((r) => r.id);
       for (const limit of [1, 3, 100]) {
         expect(allPages(queries, { ...filter, order: "asc" }, limit)).toEqual(expected);
@@ -139,7 +154,7 @@ describe("filtered queries across the last copied row", () => {
     closeDatabase(log);
   });
 
-  test("a time filter reads event_keys' index on received_at, or its rows in id order; never events' rows but those it lists", () => {
+  test("a time filter reads event_keys through its index on received_at, or in id order, then each event by id", () => {
     const log = logWith(10);
     copyKeysUpTo(log, 5);
     const prepared: string[] = [];
@@ -163,16 +178,18 @@ describe("filtered queries across the last copied row", () => {
 });
 
 describe("copying keys", () => {
-  test("fills in the times of rows a receiver older than 0.8.0 copied without one (a hand-over)", () => {
+  test("a row a receiver older than 0.8.0 copies without its time (a hand-over) gets it as it is inserted", () => {
     const log = logWith(30);
     // What a 0.7.0 writer's copy step inserts: every column it knows of.
     log.sqlite.run("INSERT INTO event_keys (event_id, event, organization_id, installation_id) SELECT id, event, organization_id, installation_id FROM events WHERE id <= 12");
-    expect(eventKeysCheck(log)).toMatchObject({ ok: false, data: { copied: 12, wrong: 12 } });
-    const copy = eventKeysCopier(log);
-    expect(copy()).toBe(18);
-    expect(eventKeysCheck(log)).toMatchObject({ ok: true, data: { copied: 30, behind: 0, wrong: 0, missing: 0 } });
+    expect(log.sqlite.query<{ n: number }, []>("SELECT count(*) AS n FROM event_keys WHERE received_at IS NULL").get()!.n).toBe(0);
+    expect(eventKeysCheck(log)).toMatchObject({ ok: true, data: { copied: 12, behind: 18, wrong: 0, missing: 0 } });
+    // Found by time before any copy step of this release has run, by a page and by a replay.
     const queries = new EventQueries(log.db);
     expect(allPages(queries, { until: "2026-01-01T00:00:03.000Z", order: "asc" }, 2)).toEqual([1, 2, 3]);
+    expect(requestReplay(log.sqlite, [{ name: "app", url: "http://127.0.0.1:1/", events: null }], { since: "2026-01-01T00:00:00.000Z", until: "2026-01-01T00:00:03.000Z" })).toBe(3);
+    expect(eventKeysCopier(log)()).toBe(18);
+    expect(eventKeysCheck(log)).toMatchObject({ ok: true, data: { copied: 30, behind: 0, wrong: 0, missing: 0 } });
     closeDatabase(log);
   });
 

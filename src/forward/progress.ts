@@ -149,36 +149,12 @@ export function requestReplay(sqlite: Database, destinations: readonly Destinati
      VALUES (?, ?, ?, 0, ?, NULL) ON CONFLICT (destination, event_id) DO UPDATE SET requested_at = excluded.requested_at, attempts = 0, next_attempt_at = excluded.next_attempt_at`,
   );
   const undead = sqlite.prepare<never, [string, number]>("DELETE FROM forward_dead_letters WHERE destination = ? AND event_id = ?");
+  // Read before the write lock is taken: past event_keys' last row a time is found by reading every
+  // row, which on a log whose keys are being rebuilt is most of it, and deliveries would wait.
+  const wanted = destinations.map((destination) => ({ destination, ids: replayedIds(sqlite, destination, selection) }));
   return sqlite.transaction(() => {
     let asked = 0;
-    for (const destination of destinations) {
-      let ids: number[];
-      if ("dead" in selection) {
-        ids = sqlite.query<{ event_id: number }, [string]>("SELECT event_id FROM forward_dead_letters WHERE destination = ?").all(destination.name).map((r) => r.event_id);
-      } else if ("id" in selection) {
-        ids = sqlite
-          .query<{ id: number }, SQLQueryBindings[]>(`SELECT id FROM events WHERE id = ? ${only(destination)}`)
-          .all(selection.id, ...names(destination))
-          .map((r) => r.id);
-      } else {
-        // Times are indexed in event_keys: through it up to its last row, past it from events.
-        const where = `received_at >= ? ${selection.until === undefined ? "" : "AND received_at < ?"}
-          ${selection.event === undefined ? "" : "AND event = ?"} ${only(destination)}`;
-        const bounds: SQLQueryBindings[] = [
-          selection.since,
-          ...(selection.until === undefined ? [] : [selection.until]),
-          ...(selection.event === undefined ? [] : [selection.event]),
-          ...names(destination),
-        ];
-        const copied = keysThrough(sqlite);
-        ids = sqlite
-          .query<{ id: number }, SQLQueryBindings[]>(
-            `SELECT event_id AS id FROM event_keys WHERE ${where} AND event_id <= ?
-             UNION ALL SELECT id FROM events WHERE ${where} AND id > ? ORDER BY id`,
-          )
-          .all(...bounds, copied, ...bounds, copied)
-          .map((r) => r.id);
-      }
+    for (const { destination, ids } of wanted) {
       for (const id of ids) {
         ask.run(destination.name, id, now, now);
         undead.run(destination.name, id);
@@ -187,6 +163,36 @@ export function requestReplay(sqlite: Database, destinations: readonly Destinati
     }
     return asked;
   }).immediate();
+}
+
+/** The events of `destination` that `selection` names, in log order. */
+function replayedIds(sqlite: Database, destination: Destination, selection: ReplaySelection): number[] {
+  if ("dead" in selection) {
+    return sqlite.query<{ event_id: number }, [string]>("SELECT event_id FROM forward_dead_letters WHERE destination = ?").all(destination.name).map((r) => r.event_id);
+  }
+  if ("id" in selection) {
+    return sqlite
+      .query<{ id: number }, SQLQueryBindings[]>(`SELECT id FROM events WHERE id = ? ${only(destination)}`)
+      .all(selection.id, ...names(destination))
+      .map((r) => r.id);
+  }
+  // Times are indexed in event_keys: through it up to its last row, past it from events.
+  const where = `received_at >= ? ${selection.until === undefined ? "" : "AND received_at < ?"}
+    ${selection.event === undefined ? "" : "AND event = ?"} ${only(destination)}`;
+  const bounds: SQLQueryBindings[] = [
+    selection.since,
+    ...(selection.until === undefined ? [] : [selection.until]),
+    ...(selection.event === undefined ? [] : [selection.event]),
+    ...names(destination),
+  ];
+  const copied = keysThrough(sqlite);
+  return sqlite
+    .query<{ id: number }, SQLQueryBindings[]>(
+      `SELECT event_id AS id FROM event_keys WHERE ${where} AND event_id <= ?
+       UNION ALL SELECT id FROM events WHERE ${where} AND id > ? ORDER BY id`,
+    )
+    .all(...bounds, copied, ...bounds, copied)
+    .map((r) => r.id);
 }
 
 /** Forwarding's progress over one connection to the log, for the destinations configured. */

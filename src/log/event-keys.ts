@@ -1,7 +1,7 @@
 // Keeps event_keys (see the schema) behind `events`: the writer thread copies the keys of new
 // events across in bulk, so each (organization, event) index page is written once per few hundred
 // events instead of once per commit.
-import { asc, eq, gt, isNull, sql } from "drizzle-orm";
+import { asc, gt, sql } from "drizzle-orm";
 import type { EventLogDatabase } from "./database.ts";
 import { eventKeys, events } from "./schema.ts";
 
@@ -39,16 +39,8 @@ export function eventKeysCopier({ db, sqlite }: EventLogDatabase) {
         .limit(KEYS_PER_STEP),
     )
     .prepare();
-  // Rows a receiver older than 0.8.0 copied during a hand-over, without a time: found through the
-  // index on received_at, where NULLs come first, so a step with none to fill reads one page.
-  const fillTimes = db
-    .update(eventKeys)
-    .set({ receivedAt: sql`(SELECT ${events.receivedAt} FROM ${events} WHERE ${eq(events.id, eventKeys.eventId)})` })
-    .where(isNull(eventKeys.receivedAt))
-    .prepare();
   const changes = sqlite.prepare<{ n: number }, []>("SELECT changes() AS n");
   const step = sqlite.transaction(() => {
-    fillTimes.run();
     copy.run();
     return changes.get()!.n;
   });

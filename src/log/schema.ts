@@ -76,8 +76,8 @@ export const eventKeys = sqliteTable(
      */
     digest: blob("digest", { mode: "buffer" }),
     /**
-     * The event's received_at: time filters read it here. NULL only for a row that a receiver
-     * older than 0.8.0 copied during a hand-over, until the next copy step fills it in.
+     * The event's received_at: time filters read it here. Nullable only because a receiver older
+     * than 0.8.0 copies keys without it during a hand-over; a trigger (drizzle/0011) fills it in.
      */
     receivedAt: text("received_at"),
   },
