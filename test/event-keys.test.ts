@@ -56,6 +56,22 @@ function allPages(queries: EventQueries, filter: Omit<EventFilter, "limit" | "af
   }
 }
 
+/**
+ * The statements on event_keys that EventQueries.list really prepares for each filter in each order,
+ * planned as SQLite would run them.
+ */
+function keyedListPlans(log: EventLogDatabase, filters: Omit<EventFilter, "limit" | "after" | "order">[]): string[] {
+  const prepared: string[] = [];
+  const prepare = log.sqlite.prepare.bind(log.sqlite);
+  log.sqlite.prepare = ((text: string, ...rest: never[]) => (prepared.push(text), prepare(text, ...rest))) as typeof log.sqlite.prepare;
+  const queries = new EventQueries(log.db);
+  for (const filter of filters) for (const order of ["asc", "desc"] as const) queries.list({ ...filter, order, limit: 2 });
+  log.sqlite.prepare = prepare;
+  return prepared
+    .filter((text) => text.includes('from "event_keys" inner join'))
+    .map((text) => log.sqlite.query<{ detail: string }, []>(`EXPLAIN QUERY PLAN ${text}`).all().map((r) => r.detail).join(" | "));
+}
+
 describe("filtered queries across the last copied row", () => {
   test("list every match once, in order, whether its keys are copied or not", () => {
     const log = logWith(60);
@@ -108,20 +124,9 @@ describe("filtered queries across the last copied row", () => {
   test("every combination of key filters reads event_keys through an index, with no sort", () => {
     const log = logWith(10);
     copyKeysUpTo(log, 5);
-    // The statements EventQueries.list really prepares, planned as SQLite would run them.
-    const prepared: string[] = [];
-    const prepare = log.sqlite.prepare.bind(log.sqlite);
-    log.sqlite.prepare = ((text: string, ...rest: never[]) => (prepared.push(text), prepare(text, ...rest))) as typeof log.sqlite.prepare;
-    const queries = new EventQueries(log.db);
     const keys = { event: "installed", organization: "org-a", installation: "inst-1" };
     const combinations = [["event"], ["organization"], ["installation"], ["event", "organization"], ["event", "installation"], ["organization", "installation"], ["event", "organization", "installation"]] as const;
-    for (const combination of combinations) {
-      const filter = Object.fromEntries(combination.map((key) => [key, keys[key]]));
-      for (const order of ["asc", "desc"] as const) queries.list({ ...filter, order, limit: 2 });
-    }
-    const plans = prepared
-      .filter((text) => text.includes('from "event_keys" inner join'))
-      .map((text) => log.sqlite.query<{ detail: string }, []>(`EXPLAIN QUERY PLAN ${text}`).all().map((r) => r.detail).join(" | "));
+    const plans = keyedListPlans(log, combinations.map((combination) => Object.fromEntries(combination.map((key) => [key, keys[key]]))));
     expect(plans).toHaveLength(combinations.length * 2);
     for (const plan of plans) {
       expect(plan).toMatch(/^SEARCH event_keys USING (COVERING )?INDEX event_keys_\w+ \(\w+=\?.*rowid[<>]\?\)/);
@@ -157,16 +162,7 @@ describe("filtered queries across the last copied row", () => {
   test("a time filter reads event_keys through its index on received_at, or in id order, then each event by id", () => {
     const log = logWith(10);
     copyKeysUpTo(log, 5);
-    const prepared: string[] = [];
-    const prepare = log.sqlite.prepare.bind(log.sqlite);
-    log.sqlite.prepare = ((text: string, ...rest: never[]) => (prepared.push(text), prepare(text, ...rest))) as typeof log.sqlite.prepare;
-    const queries = new EventQueries(log.db);
-    for (const filter of [{ since: "2026-01-01T00:00:02.000Z" }, { until: "2026-01-01T00:00:04.000Z" }, { since: "2026-01-01T00:00:02.000Z", until: "2026-01-01T00:00:04.000Z" }]) {
-      for (const order of ["asc", "desc"] as const) queries.list({ ...filter, order, limit: 2 });
-    }
-    const plans = prepared
-      .filter((text) => text.includes('from "event_keys" inner join'))
-      .map((text) => log.sqlite.query<{ detail: string }, []>(`EXPLAIN QUERY PLAN ${text}`).all().map((r) => r.detail).join(" | "));
+    const plans = keyedListPlans(log, [{ since: "2026-01-01T00:00:02.000Z" }, { until: "2026-01-01T00:00:04.000Z" }, { since: "2026-01-01T00:00:02.000Z", until: "2026-01-01T00:00:04.000Z" }]);
     // Descending, event_keys is read only when the newest events do not fill the page: not for `since` alone.
     expect(plans).toHaveLength(5);
     for (const plan of plans) {
