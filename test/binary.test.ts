@@ -36,6 +36,15 @@ test("--help and --version", () => {
   expect(version.stdout.toString().trim()).toBe((require(join(REPO, "package.json")) as { version: string }).version);
 });
 
+test("the lockfile is the one package.json describes: `npm install` in a clone leaves it as committed", () => {
+  const manifest = require(join(REPO, "package.json")) as Record<string, unknown>;
+  const lock = require(join(REPO, "package-lock.json")) as { version: string; packages: Record<string, Record<string, unknown>> };
+  const root = lock.packages[""]!;
+  expect([lock.version, root.version]).toEqual([manifest.version, manifest.version]);
+  expect(root.dependencies).toEqual(manifest.dependencies);
+  expect(root.devDependencies).toEqual(manifest.devDependencies);
+});
+
 test(
   "copied alone into an empty directory: first start, a delivery, a query, SIGTERM",
   async () => {
