@@ -5,6 +5,7 @@
 import type { SQLQueryBindings } from "bun:sqlite";
 import type { Destination, ForwardingConfig } from "../config.ts";
 import type { EventLogDatabase } from "../log/database.ts";
+import { KEYS_COPIED_THROUGH } from "../log/event-keys.ts";
 import { parseEnvelope } from "../verify/delivery.ts";
 import { webhookId, webhookSignature } from "./standard-webhooks.ts";
 
@@ -153,7 +154,7 @@ export class Forwarder {
       laneRecent: sqlite.prepare<{ id: number }, SQLQueryBindings[]>(
         `SELECT id FROM events WHERE id > ? AND id <= ? AND installation_id IS ? ${only} ORDER BY id LIMIT ${LANE_QUEUE}`,
       ),
-      keysThrough: sqlite.prepare<{ id: number | null }, []>("SELECT max(event_id) AS id FROM event_keys"),
+      keysThrough: sqlite.prepare<{ id: number }, []>(`SELECT ${KEYS_COPIED_THROUGH} AS id`),
       event: sqlite.prepare<EventToSend, [number]>(
         `SELECT id, received_at AS receivedAt, event, payload, payload_sha256 AS payloadSha256,
                 unparsed_reason AS unparsedReason, envelope_mismatch AS envelopeMismatch FROM events WHERE id = ?`,
@@ -308,7 +309,7 @@ export class Forwarder {
   private next(lane: Lane): number | null {
     if (lane.queue.length === 0 && !lane.complete) {
       const installation = lane.key === "" ? null : lane.key;
-      const keysThrough = Math.min(this.q.keysThrough.get()?.id ?? 0, this.discoveredThrough);
+      const keysThrough = Math.min(this.q.keysThrough.get()!.id, this.discoveredThrough);
       let ids = this.q.laneByKeys.all(installation, lane.through, keysThrough, ...this.only).map((r) => r.id);
       if (ids.length < LANE_QUEUE) {
         const from = Math.max(lane.through, keysThrough);

@@ -5,6 +5,7 @@ import type { Database, SQLQueryBindings } from "bun:sqlite";
 import type { Destination } from "../config.ts";
 import { existsSync } from "node:fs";
 import { openDatabase } from "../log/database.ts";
+import { KEYS_COPIED_THROUGH } from "../log/event-keys.ts";
 import { parseEventFilter } from "../log/event-log.ts";
 
 export interface DestinationStatus {
@@ -36,8 +37,7 @@ export interface DeadLetter {
 const only = (destination: Destination, column = "event") =>
   destination.events === null ? "" : `AND ${column} IN (${destination.events.map(() => "?").join(", ")})`;
 const names = (destination: Destination) => (destination.events ?? []) as SQLQueryBindings[];
-/** The last event event_keys holds (it is copied in id order): past it, read `events` itself. */
-const keysThrough = (sqlite: Database) => sqlite.query<{ id: number | null }, []>("SELECT max(event_id) AS id FROM event_keys").get()?.id ?? 0;
+const keysThrough = (sqlite: Database) => sqlite.query<{ id: number }, []>(`SELECT ${KEYS_COPIED_THROUGH} AS id`).get()!.id;
 
 /**
  * Counts and the first id of the events of `destination` in (from, to], of one installation when

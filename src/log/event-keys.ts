@@ -11,14 +11,17 @@ export const KEYS_PER_STEP = 4096;
 export const KEYS_DELAY_MS = 100;
 
 /**
+ * The last event event_keys holds (0 when empty), as an SQL expression: it is copied in id order,
+ * so every event before it is there too. Past it, read `events` itself.
+ */
+export const KEYS_COPIED_THROUGH = "coalesce((SELECT max(event_id) FROM event_keys), 0)";
+
+/**
  * Copies the keys of up to KEYS_PER_STEP events past the last one copied, in one IMMEDIATE
  * transaction (another receiver may be doing the same during a hand-over: the last row is read
  * under the lock, so neither copies a row twice). Returns how many rows it wrote: KEYS_PER_STEP
  * when there may be more.
  */
-/** The last event event_keys holds: it is copied in id order, so every one before it too. */
-export const KEYS_COPIED_THROUGH = sql`(SELECT coalesce(max(${eventKeys.eventId}), 0) FROM ${eventKeys})`;
-
 export function eventKeysCopier({ db, sqlite }: EventLogDatabase) {
   const copy = db
     .insert(eventKeys)
@@ -34,7 +37,7 @@ export function eventKeysCopier({ db, sqlite }: EventLogDatabase) {
           receivedAt: events.receivedAt,
         })
         .from(events)
-        .where(gt(events.id, KEYS_COPIED_THROUGH))
+        .where(gt(events.id, sql.raw(KEYS_COPIED_THROUGH)))
         .orderBy(asc(events.id))
         .limit(KEYS_PER_STEP),
     )

@@ -141,7 +141,7 @@ function copiesBehindOver({ db }: EventLogDatabase): () => CopiesBehind {
   const lastEvent = db.select({ id: max(events.id) }).from(events);
   const behind = db
     .select({
-      eventKeys: sql<number>`coalesce((${lastEvent}), 0) - ${KEYS_COPIED_THROUGH}`,
+      eventKeys: sql<number>`coalesce((${lastEvent}), 0) - ${sql.raw(KEYS_COPIED_THROUGH)}`,
       eventDigests: sql<number>`coalesce((${lastEvent}), 0) - ${sql.raw(COPIED_DIGESTS_THROUGH)}`,
     })
     .from(sql`(SELECT 1)`)

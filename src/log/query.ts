@@ -2,6 +2,7 @@
 import { and, asc, desc, eq, getTableColumns, gt, gte, inArray, isNotNull, isNull, lt, lte, max, sql, type SQL } from "drizzle-orm";
 import type { SQLiteColumn } from "drizzle-orm/sqlite-core";
 import { canonicalBody } from "../verify/delivery.ts";
+import { KEYS_COPIED_THROUGH } from "./event-keys.ts";
 import { redactCredentials } from "./headers.ts";
 import type { Drizzle } from "./database.ts";
 import { deliveries, eventKeys, events, type EventRow } from "./schema.ts";
@@ -134,7 +135,7 @@ const TRANSACTION_EVENTS = `'warehouseTransaction', 'organizationTransaction'`;
 const eventsNamed = (names: string, columns: string) => `
   SELECT ${columns} FROM "event_keys" k JOIN "events" e ON e.id = k.event_id WHERE k.event IN (${names})
   UNION ALL
-  SELECT ${columns} FROM "events" e WHERE e.id > (SELECT coalesce(max(event_id), 0) FROM "event_keys") AND e.event IN (${names})`;
+  SELECT ${columns} FROM "events" e WHERE e.id > ${KEYS_COPIED_THROUGH} AND e.event IN (${names})`;
 
 export class EventQueries {
   constructor(private readonly db: Drizzle) {}
