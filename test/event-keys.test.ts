@@ -11,6 +11,7 @@ import { bundledMigrations, migrate } from "../src/log/migrations.ts";
 import { EventQueries, type EventFilter } from "../src/log/query.ts";
 import { requestReplay } from "../src/forward/progress.ts";
 import { acceptedDelivery } from "./support/accepted-delivery.ts";
+import { indexesOf } from "./support/indexes.ts";
 import { logAfterQuickStop, signedDelivery, startServer, tempDir } from "./support/server.ts";
 import { sqlite3 } from "./support/sqlite-shell.ts";
 
@@ -37,6 +38,13 @@ function logWith(count: number): EventLogDatabase {
 const copyKeysUpTo = (log: EventLogDatabase, lastId: number) =>
   log.sqlite.run(
     "INSERT INTO event_keys (event_id, event, organization_id, installation_id, received_at) SELECT id, event, organization_id, installation_id, received_at FROM events WHERE id <= ?",
+    [lastId],
+  );
+
+/** Copies the keys of the events up to `lastId` as a receiver older than 0.8.0 does: without their time. */
+const copyKeysWithoutTimeUpTo = (log: EventLogDatabase, lastId: number) =>
+  log.sqlite.run(
+    "INSERT INTO event_keys (event_id, event, organization_id, installation_id) SELECT id, event, organization_id, installation_id FROM events WHERE id <= ?",
     [lastId],
   );
 
@@ -177,7 +185,7 @@ describe("copying keys", () => {
   test("a row a receiver older than 0.8.0 copies without its time (a hand-over) gets it as it is inserted", () => {
     const log = logWith(30);
     // What a 0.7.0 writer's copy step inserts: every column it knows of.
-    log.sqlite.run("INSERT INTO event_keys (event_id, event, organization_id, installation_id) SELECT id, event, organization_id, installation_id FROM events WHERE id <= 12");
+    copyKeysWithoutTimeUpTo(log, 12);
     expect(log.sqlite.query<{ n: number }, []>("SELECT count(*) AS n FROM event_keys WHERE received_at IS NULL").get()!.n).toBe(0);
     expect(eventKeysCheck(log)).toMatchObject({ ok: true, data: { copied: 12, behind: 18, wrong: 0, missing: 0 } });
     // Found by time before any copy step of this release has run, by a page and by a replay.
@@ -281,9 +289,8 @@ describe("upgrading a log written before 0003", () => {
     const log = openDatabase(path); // applies 0003 (and every later one)
     expect(keyRows(log)).toEqual({ n: 40, last: 40 });
     expect(eventKeysCheck(log)).toMatchObject({ ok: true, data: { copied: 40, behind: 0, wrong: 0, missing: 0 } });
-    const indexes = log.sqlite.query<{ name: string }, []>("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events' AND sql IS NOT NULL ORDER BY name").all();
     // From 0011 on, the commit writes no index of events but the one of unparsed events.
-    expect(indexes.map((i) => i.name)).toEqual(["events_unparsed"]);
+    expect(indexesOf(log.sqlite, "events")).toEqual(["events_unparsed"]);
     closeDatabase(log);
   });
 });
@@ -295,9 +302,7 @@ describe("upgrading a log written before 0011", () => {
     migrate(old.sqlite, bundledMigrations().slice(0, 11));
     const append = batchAppender(old);
     append(Array.from({ length: 30 }, (_, n) => delivery(n)));
-    old.sqlite.run(
-      "INSERT INTO event_keys (event_id, event, organization_id, installation_id) SELECT id, event, organization_id, installation_id FROM events WHERE id <= 20",
-    );
+    copyKeysWithoutTimeUpTo(old, 20);
     closeDatabase(old);
 
     const log = openDatabase(path); // applies 0011
@@ -306,10 +311,8 @@ describe("upgrading a log written before 0011", () => {
     );
     expect(times.get()).toEqual({ same: 20, copied: 20 });
     expect(eventKeysCheck(log)).toMatchObject({ ok: true, data: { copied: 20, behind: 10, wrong: 0 } });
-    const indexes = (table: string) =>
-      log.sqlite.query<{ name: string }, [string]>("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ? AND sql IS NOT NULL ORDER BY name").all(table).map((i) => i.name);
-    expect(indexes("events")).toEqual(["events_unparsed"]);
-    expect(indexes("event_keys")).toContain("event_keys_received_at");
+    expect(indexesOf(log.sqlite, "events")).toEqual(["events_unparsed"]);
+    expect(indexesOf(log.sqlite, "event_keys")).toContain("event_keys_received_at");
     const queries = new EventQueries(log.db);
     expect(allPages(queries, { since: "2026-01-01T00:00:15.000Z", until: "2026-01-01T00:00:25.000Z", order: "asc" }, 3)).toEqual([16, 17, 18, 19, 20, 21, 22, 23, 24, 25]);
     closeDatabase(log);
