@@ -14,12 +14,18 @@ const delivery = (n: number) => ({
   secretLabel: "default", envelopeMismatch: false,
 });
 
+/**
+ * GroupCommit over the stand-in writer test/support/<standIn>.ts, on a log named `file` in a new
+ * directory (some stand-ins take their cue from the name).
+ */
+async function startOver(standIn: string, file = "log.db") {
+  const path = join(tempDir(`icr-${standIn}-`), file);
+  const writer = await GroupCommit.start({ workerUrl: new URL(`./support/${standIn}.ts`, import.meta.url).href, path, busyTimeoutMs: 100 });
+  return { writer, path };
+}
+
 test("a writer thread that dies fails what it was handed (503s), and a new one takes over", async () => {
-  const writer = await GroupCommit.start({
-    workerUrl: new URL("./support/crash-once-writer.ts", import.meta.url).href,
-    path: join(tempDir("icr-crash-writer-"), "log.db"),
-    busyTimeoutMs: 100,
-  });
+  const { writer } = await startOver("crash-once-writer");
   const first = await Promise.allSettled([writer.append(delivery(1)), writer.append(delivery(2))]);
   expect(first.map((r) => r.status)).toEqual(["rejected", "rejected"]);
   expect((first[0] as PromiseRejectedResult).reason).toBeInstanceOf(LogWriteError);
@@ -37,11 +43,7 @@ async function appendOverTwoTurns(writer: GroupCommit) {
 }
 
 test("deliveries are handed to the writer while a commit is under way, and one reply settles each of them in order", async () => {
-  const writer = await GroupCommit.start({
-    workerUrl: new URL("./support/pairing-writer.ts", import.meta.url).href,
-    path: join(tempDir("icr-pairing-writer-"), "log.db"),
-    busyTimeoutMs: 100,
-  });
+  const { writer } = await startOver("pairing-writer");
   // The stand-in answers nothing until the second message: waiting for the first reply would hang.
   const settled = await appendOverTwoTurns(writer);
   expect<PromiseSettledResult<Appended>[]>(settled).toEqual([1, 2, 3].map((id) => ({ status: "fulfilled", value: { id, duplicate: false } })));
@@ -49,11 +51,7 @@ test("deliveries are handed to the writer while a commit is under way, and one r
 });
 
 test("a failed commit rejects only the deliveries it names, the oldest; the next reply settles the rest", async () => {
-  const writer = await GroupCommit.start({
-    workerUrl: new URL("./support/pairing-writer.ts", import.meta.url).href,
-    path: join(tempDir("icr-pairing-writer-"), "fail-first.db"),
-    busyTimeoutMs: 100,
-  });
+  const { writer } = await startOver("pairing-writer", "fail-first.db");
   const [first, ...rest] = await appendOverTwoTurns(writer);
   expect(first!.status).toBe("rejected");
   expect((first as PromiseRejectedResult).reason).toBeInstanceOf(LogWriteError);
@@ -63,8 +61,7 @@ test("a failed commit rejects only the deliveries it names, the oldest; the next
 });
 
 test("close waits for the writer's own \"closed\", not for the reply to a refusal handed over last", async () => {
-  const path = join(tempDir("icr-closing-writer-"), "log.db");
-  const writer = await GroupCommit.start({ workerUrl: new URL("./support/closing-writer.ts", import.meta.url).href, path, busyTimeoutMs: 100 });
+  const { writer, path } = await startOver("closing-writer");
   writer.recordRejection({ receivedAt: "t", remoteAddress: null, status: 403, reason: "invalid_signature", bodySize: 2, bodySha256: null });
   await new Promise((resolve) => setImmediate(resolve));
   await writer.close();
@@ -72,11 +69,7 @@ test("close waits for the writer's own \"closed\", not for the reply to a refusa
 });
 
 test("a writer thread that dies at close ends close() all the same; later appends fail", async () => {
-  const writer = await GroupCommit.start({
-    workerUrl: new URL("./support/closing-writer.ts", import.meta.url).href,
-    path: join(tempDir("icr-closing-writer-"), "dies-on-close.db"),
-    busyTimeoutMs: 100,
-  });
+  const { writer } = await startOver("closing-writer", "dies-on-close.db");
   expect(await writer.append(delivery(1))).toEqual({ id: 1, duplicate: false });
   await writer.close();
   await expect(writer.append(delivery(2))).rejects.toBeInstanceOf(LogWriteError);
